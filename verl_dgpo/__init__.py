@@ -1,0 +1,54 @@
+"""verl-dgpo: DGPO (Decoupled Gradient Policy Optimization, arXiv 2603.14389) for verl.
+
+Importing this package imports neither verl nor torch; verl loads :mod:`verl_dgpo.registry` itself
+through the ``verl.plugins`` entry point. :func:`check_installed` makes a failure of that loud.
+"""
+
+from verl_dgpo.version import VERL_VERSION, __version__
+
+ENTRY_POINT_GROUP = "verl.plugins"
+ENTRY_POINT_VALUE = "verl_dgpo.registry"
+
+__all__ = ["__version__", "VERL_VERSION", "check_installed", "PluginNotInstalledError"]
+
+
+class PluginNotInstalledError(RuntimeError):
+    """verl does not see verl-dgpo's losses (the entry point is missing, disabled or failed to import)."""
+
+
+def check_installed() -> None:
+    """Raise :class:`PluginNotInstalledError` unless ``import verl`` registered every verl-dgpo loss.
+
+    verl imports plugins at ``import verl`` and logs a failure at DEBUG level only, which in a Ray
+    worker surfaces much later as "Unsupported loss mode: dgpo". Call this on the driver instead.
+    """
+    import importlib
+    import importlib.metadata
+    import os
+    import sys
+
+    if not any(ep.value == ENTRY_POINT_VALUE for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)):
+        raise PluginNotInstalledError(
+            f"no '{ENTRY_POINT_GROUP}' entry point points at {ENTRY_POINT_VALUE}: verl-dgpo is not installed in "
+            f"this environment ({sys.executable}). Install it with `pip install -e .` from the checkout."
+        )
+    import verl  # noqa: F401  (loads the entry points)
+
+    if ENTRY_POINT_VALUE not in sys.modules:
+        policy = os.environ.get("VERL_USE_EXTERNAL_PLUGINS", "auto")
+        try:
+            importlib.import_module(ENTRY_POINT_VALUE)
+        except Exception as err:  # surface the error verl swallowed
+            raise PluginNotInstalledError(f"verl could not import its plugin {ENTRY_POINT_VALUE}: {err!r}") from err
+        raise PluginNotInstalledError(
+            f"`import verl` did not load {ENTRY_POINT_VALUE} (VERL_USE_EXTERNAL_PLUGINS={policy!r}); "
+            "unset VERL_USE_EXTERNAL_PLUGINS or add 'dgpo' to it."
+        )
+
+    from verl.trainer.ppo import core_algos
+
+    from verl_dgpo.registry import REGISTERED_POLICY_LOSSES
+
+    for name, fn in REGISTERED_POLICY_LOSSES.items():
+        if core_algos.POLICY_LOSS_REGISTRY.get(name) is not fn:
+            raise PluginNotInstalledError(f"verl's policy loss {name!r} is not verl-dgpo's {fn.__qualname__}")

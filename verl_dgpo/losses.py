@@ -1,0 +1,149 @@
+"""Per-token policy-gradient surrogates of DGPO (arXiv 2603.14389). Pure torch: no verl import.
+
+Notation, per response token: ``r = π/π_old = exp(log_prob - old_log_prob)``, ``A`` the advantage,
+``ε_l, ε_h`` the trust-region bounds (verl's ``clip_ratio_low`` / ``clip_ratio_high``).
+The loss of a token is ``-A · s`` for a surrogate ``s`` whose value and gradient are chosen per region:
+
+====== ======================== ===================================== ==========================
+region condition                 gradient weight w on A·∇log π          weight on A·∇π (= w / π)
+====== ======================== ===================================== ==========================
+LN     A < 0 and r < 1 - ε_l    r^(n+1) / (1-ε_l)^n                    (1/π_old)·(r/(1-ε_l))^n
+HP     A > 0 and r > 1 + ε_h    (1+ε_h)^(1/m) · r^(1-1/m)              (1/π_old)·((1+ε_h)/r)^(1/m)
+LP     A > 0 and r < 1 - ε_l    r                                      1/π_old
+HN     A < 0 and r > 1 + ε_h    r                                      1/π_old
+inside otherwise                r                                      1/π_old
+====== ======================== ===================================== ==========================
+
+Both decays equal the plain ratio at their boundary, so w is continuous in r. The loss's gradient with
+respect to ``log_prob`` is ``-A · w`` per token (before aggregation).
+
+All three cases are one stop-gradient expression, ``s = exp(ρ + k·sg(ρ) + c)`` with ``ρ = log r``:
+``k = n, c = -n·log(1-ε_l)`` on LN, ``k = -1/m, c = log(1+ε_h)/m`` on HP, ``k = c = 0`` elsewhere.
+Its value is ``exp((1+k)ρ + c) = w`` and its derivative in ``log_prob`` is the same number, so the
+gradient weight comes for free as the detached surrogate. There is a single ``exp`` and it only ever sees
+a log-ratio that was masked and clamped first (see :func:`masked_log_ratio`), so no branch can overflow
+to ``inf`` and no ``0·inf`` can turn a gradient into NaN, even on tokens the mask drops.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+#: Log-ratios are clamped to ±this before any ``exp`` (verl's own losses use the same bound).
+LOG_RATIO_BOUND = 20.0
+
+
+class Regions(NamedTuple):
+    """Boolean masks (same shape as the tokens) of the four out-of-trust-region cases.
+
+    A token is in at most one of them; a token in none is inside the trust region (or has A = 0).
+    """
+
+    ln: torch.Tensor  # A < 0, r < 1 - eps_low: "low-ratio negative" — DGPO's left decay
+    hp: torch.Tensor  # A > 0, r > 1 + eps_high: "high-ratio positive" — DGPO's right decay
+    lp: torch.Tensor  # A > 0, r < 1 - eps_low
+    hn: torch.Tensor  # A < 0, r > 1 + eps_high
+
+
+class TokenLoss(NamedTuple):
+    """What a per-token loss returns: the loss matrix, its gradient weight and the region masks."""
+
+    loss: torch.Tensor  # -A · surrogate, per token (masked tokens included; aggregation masks them)
+    weight: torch.Tensor  # detached gradient weight w on A·∇log π, per token
+    log_ratio: torch.Tensor  # detached masked, clamped log r
+    regions: Regions
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the surrogate is computed in: at least float32 (bf16/fp16 inputs are upcast)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def masked_log_ratio(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    response_mask: torch.Tensor,
+    bound: float = LOG_RATIO_BOUND,
+) -> torch.Tensor:
+    """``log(π/π_old)`` in at least float32, clamped to ``[-bound, bound]``, and exactly 0 on masked tokens.
+
+    This is the only place a log-ratio is formed, so every ``exp`` downstream is bounded: garbage (±1e4,
+    ±inf, NaN) on padding cannot produce ``inf``, and its gradient is exactly zero. Tokens beyond the
+    bound get zero gradient, as in verl's own losses (``|log r| > 20`` means ``r > 4.8e8``).
+    """
+    dtype = compute_dtype(log_prob.dtype)
+    mask = response_mask.bool()
+    lr = log_prob.to(dtype) - old_log_prob.to(dtype)
+    return torch.where(mask, lr.clamp(-bound, bound), torch.zeros((), dtype=dtype, device=lr.device))
+
+
+def trust_region_regions(
+    log_ratio: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_high: float
+) -> Regions:
+    """Classify tokens into LN / HP / LP / HN (strict inequalities; boundaries count as inside).
+
+    The comparison is done in log space, ``log r < log(1-ε_l)`` and ``log r > log(1+ε_h)``.
+    """
+    low = log_ratio < math.log1p(-eps_low)
+    high = log_ratio > math.log1p(eps_high)
+    pos = advantages > 0
+    neg = advantages < 0
+    return Regions(ln=neg & low, hp=pos & high, lp=pos & low, hn=neg & high)
+
+
+def dgpo_token_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    eps_low: float,
+    eps_high: float,
+    n: float = 1.0,
+    m: float = 2.0,
+    log_ratio_bound: float = LOG_RATIO_BOUND,
+) -> TokenLoss:
+    """DGPO's per-token loss ``-A · s`` (see the module docstring for ``s`` and its gradient per region).
+
+    Args:
+        log_prob, old_log_prob, advantages, response_mask: tensors of shape ``(batch, response_length)``.
+        eps_low: ``ε_l`` in (0, 1); eps_high: ``ε_h`` > 0.
+        n: decay exponent of the LN region (≥ 1; the paper uses 1, or 2 for 1.5B models).
+        m: decay root of the HP region (≥ 1; the paper uses 2).
+        log_ratio_bound: clamp of ``log r`` before the exponential.
+
+    Returns:
+        :class:`TokenLoss`; ``loss`` has the dtype the surrogate was computed in (≥ float32).
+    """
+    lr = masked_log_ratio(log_prob, old_log_prob, response_mask, log_ratio_bound)
+    adv = advantages.to(lr.dtype)
+    regions = trust_region_regions(lr, adv, eps_low, eps_high)
+
+    zero = torch.zeros((), dtype=lr.dtype, device=lr.device)
+    k = torch.where(regions.ln, n, torch.where(regions.hp, -1.0 / m, zero))
+    c = torch.where(regions.ln, -n * math.log1p(-eps_low), torch.where(regions.hp, math.log1p(eps_high) / m, zero))
+    # value exp((1+k)·ρ + c) = w; derivative in log_prob is the same w, because sg(ρ) carries no gradient.
+    surrogate = torch.exp(lr + k * lr.detach() + c)
+    return TokenLoss(loss=-adv * surrogate, weight=surrogate.detach(), log_ratio=lr.detach(), regions=regions)
+
+
+def dgpo_gradient_weight(
+    ratio: torch.Tensor, advantages: torch.Tensor, *, eps_low: float, eps_high: float, n: float = 1.0, m: float = 2.0
+) -> torch.Tensor:
+    """Closed-form DGPO weight w(r, A) on ``A·∇log π``; ``w / r`` is the weight on ``A·π_old·∇π``.
+
+    Written directly from the table in the module docstring, for plots and reports; the loss itself uses
+    the stop-gradient expression in :func:`dgpo_token_loss`.
+    """
+    ratio = ratio.to(compute_dtype(ratio.dtype))
+    ln = (advantages < 0) & (ratio < 1 - eps_low)
+    hp = (advantages > 0) & (ratio > 1 + eps_high)
+    # Evaluate each branch only where it applies, so a huge ratio never meets a power it cannot take.
+    safe_ln = torch.where(ln, ratio, torch.ones_like(ratio))
+    safe_hp = torch.where(hp, ratio, torch.ones_like(ratio))
+    w_ln = safe_ln ** (n + 1) / (1 - eps_low) ** n
+    w_hp = (1 + eps_high) ** (1.0 / m) * safe_hp ** (1 - 1.0 / m)
+    return torch.where(ln, w_ln, torch.where(hp, w_hp, ratio))

@@ -1,0 +1,127 @@
+"""Trainer entry point: ``python -m verl_dgpo.main`` (console script ``verl-dgpo-train``).
+
+It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas), checks on
+the driver, before Ray starts, that the plugin is registered, that verl is the pinned release and that
+every DGPO key is valid, and then runs verl's own PPO trainer. Hydra's flags work as usual, e.g.
+``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+
+from verl_dgpo import check_installed
+from verl_dgpo.methods import verl_loss_mode
+from verl_dgpo.version import VERL_VERSION
+
+OmegaConf.register_new_resolver("dgpo_loss_mode", verl_loss_mode, replace=True)
+
+
+class ConfigError(ValueError):
+    """The composed training config is invalid; the message names the key."""
+
+
+def check_verl_version() -> None:
+    import verl
+
+    if verl.__version__ != VERL_VERSION:
+        raise RuntimeError(
+            f"verl-dgpo is built and tested against verl=={VERL_VERSION}, but verl=={verl.__version__} is installed. "
+            f"Run `pip install verl=={VERL_VERSION}`."
+        )
+
+
+def check_adv_estimator(config: DictConfig) -> None:
+    from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
+
+    name = config.algorithm.adv_estimator
+    name = getattr(name, "value", name)
+    if name == "gdpo" and config.algorithm.get("policy_loss") == "dgpo":
+        raise ConfigError(
+            "algorithm.adv_estimator=gdpo is verl's GDPO (multi-reward decoupled normalisation), not DGPO. "
+            "For DGPO use algorithm.adv_estimator=dgpo."
+        )
+    if name not in ADV_ESTIMATOR_REGISTRY:
+        close = difflib.get_close_matches(str(name), list(ADV_ESTIMATOR_REGISTRY), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"algorithm.adv_estimator={name!r} is not a registered advantage estimator.{hint} "
+            f"Valid: {sorted(ADV_ESTIMATOR_REGISTRY)}"
+        )
+
+
+def prepare(config: DictConfig) -> DictConfig:
+    """Driver-side checks and resolution; returns the resolved config that verl's trainer receives."""
+    check_installed()
+    check_verl_version()
+    try:
+        OmegaConf.resolve(config)
+    except InterpolationResolutionError as err:
+        raise ConfigError(str(err)) from err
+    check_adv_estimator(config)
+
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from verl_dgpo.config import trust_region
+
+    actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # runs DGPOPolicyLossConfig's checks
+    trust_region(actor)
+    # Make every Ray worker import the plugin eagerly and fail loudly if it cannot (verl's entry-point
+    # loading would only log the failure at DEBUG level).
+    modules = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m]
+    if "verl_dgpo.registry" not in modules:
+        os.environ["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules + ["verl_dgpo.registry"])
+    return config
+
+
+def task_runner_class(config: DictConfig):
+    """verl's TaskRunner for the configured trainer version (v1 by default, v0 with trainer.use_v1=false)."""
+    if config.trainer.use_v1:
+        from verl.trainer.main_ppo import TaskRunnerV1
+
+        return TaskRunnerV1
+    from verl.trainer.main_ppo_v0 import TaskRunner
+
+    return TaskRunner
+
+
+def run(config: DictConfig) -> None:
+    from verl.trainer.main_ppo import run_ppo
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+    from verl.utils.device import auto_set_device
+
+    config = prepare(config)
+    runner = None
+    if config.get("local_cpu", {}).get("enabled", False):
+        from verl_dgpo.local import activate
+
+        runner = activate(config)
+    auto_set_device(config)
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    run_ppo(config, task_runner_class=runner or task_runner_class(config))
+
+
+@hydra.main(config_path="config", config_name="dgpo_trainer", version_base=None)
+def _hydra_main(config: DictConfig) -> None:
+    try:
+        run(config)
+    except (ConfigError, ValueError) as err:
+        if type(err).__module__.startswith("verl_dgpo"):
+            print(f"verl-dgpo: configuration error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

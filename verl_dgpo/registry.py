@@ -1,0 +1,174 @@
+"""The one module that registers verl-dgpo with verl.
+
+verl imports it through the ``verl.plugins`` entry point at ``import verl``, in every process (the driver
+and each Ray worker). Importing it only *adds* names to verl's registries; it changes nothing verl
+already has, and refuses to overwrite a name that another package registered.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from verl.trainer.ppo import core_algos
+from verl.trainer.ppo.core_algos import agg_loss
+
+from verl_dgpo.advantages import group_normalized_advantage
+from verl_dgpo.config import dgpo_exponents, trust_region
+from verl_dgpo.losses import TokenLoss, dgpo_token_loss
+
+#: name -> function, for everything this module registers (``check_installed`` verifies each).
+REGISTERED_POLICY_LOSSES: dict[str, Callable] = {}
+REGISTERED_ADV_ESTIMATORS: dict[str, Callable] = {}
+
+
+class RegistryCollisionError(RuntimeError):
+    """Another package already registered a verl name that verl-dgpo wants."""
+
+
+def _is_ours(fn: Any) -> bool:
+    # Compare by qualified name, so re-importing this module (a new function object) is not a collision.
+    return getattr(fn, "__module__", None) == __name__
+
+
+def register_policy_loss(name: str) -> Callable[[Callable], Callable]:
+    """Like verl's ``register_policy_loss``, but it raises instead of silently replacing a foreign entry."""
+
+    def decorator(fn: Callable) -> Callable:
+        existing = core_algos.POLICY_LOSS_REGISTRY.get(name)
+        if existing is not None and not _is_ours(existing):
+            raise RegistryCollisionError(
+                f"verl policy loss {name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
+                f"verl-dgpo will not overwrite it. Uninstall the other plugin or rename its loss."
+            )
+        core_algos.register_policy_loss(name)(fn)
+        REGISTERED_POLICY_LOSSES[name] = fn
+        return fn
+
+    return decorator
+
+
+def register_adv_est(name: str) -> Callable[[Callable], Callable]:
+    """verl's ``register_adv_est`` (which raises on a foreign duplicate), tolerant of re-importing this module."""
+
+    def decorator(fn: Callable) -> Callable:
+        existing = core_algos.ADV_ESTIMATOR_REGISTRY.get(name)
+        if existing is not None and _is_ours(existing):
+            core_algos.ADV_ESTIMATOR_REGISTRY[name] = fn
+        else:
+            core_algos.register_adv_est(name)(fn)
+        REGISTERED_ADV_ESTIMATORS[name] = fn
+        return fn
+
+    return decorator
+
+
+def _at_least_one(count):
+    return count.clamp(min=1) if torch.is_tensor(count) else max(count, 1)
+
+
+def aggregate(loss_mat: torch.Tensor, response_mask: torch.Tensor, loss_agg_mode: str, config: Any) -> torch.Tensor:
+    """verl's ``agg_loss(..., **config.global_batch_info)``, except that an empty batch gives 0, not 0/0.
+
+    The token and sequence counts verl divides by are floored at 1; every non-empty batch is aggregated
+    exactly as verl's own losses aggregate it.
+    """
+    info = dict(getattr(config, "global_batch_info", None) or {})
+    mask = response_mask.bool()
+    if info.get("dp_size", 1) <= 1:
+        if info.get("batch_num_tokens") is None:
+            info["batch_num_tokens"] = mask.sum()
+        if info.get("global_batch_size") is None:
+            info["global_batch_size"] = mask.any(dim=-1).sum()
+    for key in ("batch_num_tokens", "global_batch_size"):
+        if info.get(key) is not None:
+            info[key] = _at_least_one(info[key])
+    return agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode, **info)
+
+
+def region_metrics(out: TokenLoss, response_mask: torch.Tensor) -> dict[str, float]:
+    """Fractions of response tokens per region, the gradient weight's mean and max, and ``ppo_kl``.
+
+    Computed without grad from tensors the loss already has, with a single device-to-host copy.
+    ``actor/pg_clipfrac`` is the fraction whose weight the method changes away from r (LN + HP for DGPO),
+    so verl's dashboards keep a comparable curve.
+    """
+    with torch.no_grad():
+        mask = response_mask.bool()
+        count = mask.sum().clamp(min=1).to(out.weight.dtype)
+        ln, hp, lp, hn = ((region & mask).sum() / count for region in out.regions)
+        masked_weight = torch.where(mask, out.weight, 0.0)
+        weight_max = masked_weight.amax() if masked_weight.numel() else masked_weight.new_zeros(())
+        stats = torch.stack(
+            [ln, hp, lp, hn, ln + hp, masked_weight.sum() / count, weight_max, -out.log_ratio.sum() / count]
+        ).tolist()
+    names = [
+        "actor/dgpo_ln_frac",
+        "actor/dgpo_hp_frac",
+        "actor/dgpo_lp_frac",
+        "actor/dgpo_hn_frac",
+        "actor/pg_clipfrac",
+        "actor/dgpo_weight_mean",
+        "actor/dgpo_weight_max",
+        "actor/ppo_kl",
+    ]
+    return dict(zip(names, stats))
+
+
+@register_policy_loss("dgpo")
+def compute_policy_loss_dgpo(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config: Optional[Any] = None,
+    rollout_is_weights: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """DGPO policy loss (arXiv 2603.14389): ``agg(-A · s · is_weight)``.
+
+    Per token, the gradient with respect to ``log_prob`` before aggregation is ``-A · w · is_weight`` with
+
+    - ``w = r^(n+1) / (1-ε_low)^n``            if A < 0 and r < 1 - ε_low   (LN)
+    - ``w = (1+ε_high)^(1/m) · r^(1-1/m)``     if A > 0 and r > 1 + ε_high  (HP)
+    - ``w = r``                                otherwise
+
+    ε_low/ε_high are ``config.clip_ratio_low/high`` (falling back to ``clip_ratio``); n, m are
+    ``config.policy_loss.dgpo_n/dgpo_m`` (defaults 1 and 2). Shapes are ``(batch, response_length)``.
+    See :mod:`verl_dgpo.losses` for the closed forms and the overflow-safe construction.
+    """
+    if config is None:
+        raise ValueError("the dgpo policy loss needs verl's actor config (config=None was passed)")
+    eps_low, eps_high = trust_region(config)
+    n, m = dgpo_exponents(config.get("policy_loss", None))
+    out = dgpo_token_loss(
+        log_prob, old_log_prob, advantages, response_mask, eps_low=eps_low, eps_high=eps_high, n=n, m=m
+    )
+    loss_mat = out.loss if rollout_is_weights is None else out.loss * rollout_is_weights
+    return aggregate(loss_mat, response_mask, loss_agg_mode, config), region_metrics(out, response_mask)
+
+
+@register_adv_est("dgpo")
+def compute_dgpo_outcome_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index,
+    config: Optional[Any] = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group-relative outcome advantage of DGPO (``algorithm.adv_estimator=dgpo``); returns (advantages, returns).
+
+    ``A_i = (R_i - mean_G R) / (std_G R + ε)`` per prompt group G (``index`` = verl's ``uid``), or
+    ``R_i - mean_G R`` when ``algorithm.norm_adv_by_std_in_grpo=false``; ε is ``algorithm.epsilon`` if set,
+    else 1e-6. Numerically identical to verl's ``grpo`` estimator. Not to be confused with verl's ``gdpo``.
+    """
+    get = config.get if config is not None else (lambda key, default=None: default)
+    epsilon = get("epsilon", None)
+    adv = group_normalized_advantage(
+        token_level_rewards,
+        response_mask,
+        index,
+        epsilon=1e-6 if epsilon is None else float(epsilon),
+        normalize_by_std=bool(get("norm_adv_by_std_in_grpo", True)),
+    )
+    return adv, adv
