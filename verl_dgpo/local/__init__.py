@@ -1,1 +1,36 @@
-"""CPU support for verl 0.9.1: imported only when the local CPU preset is selected, never by the plugin."""
+"""CPU support for verl 0.9.1: ``python -m verl_dgpo.main --config-name local_cpu`` trains on a laptop.
+
+Selected by the preset ``verl_dgpo/config/local_cpu.yaml`` (``local_cpu.enabled: true``), which makes
+``verl_dgpo.main.run`` call :func:`activate` on the driver before Ray starts. Modules:
+
+- :mod:`~verl_dgpo.local.launch` — driver side: assets, environment, Ray start-up, progress, summary;
+- :mod:`~verl_dgpo.local.boot` — imported in every Ray process of a local run; the only import that
+  changes verl (registers the platform and rollout backend below, applies the patches);
+- :mod:`~verl_dgpo.local.platform` — verl platform ``cpu`` (device ``cpu``, backend ``gloo``);
+- :mod:`~verl_dgpo.local.patches` — the three version-guarded patches of verl internals;
+- :mod:`~verl_dgpo.local.hf_rollout` — rollout backend ``hf`` (Hugging Face ``generate`` + weight sync);
+- :mod:`~verl_dgpo.local.assets`, :mod:`~verl_dgpo.local.task` — tiny model and copy-digits task;
+- :mod:`~verl_dgpo.local.progress` — per-step progress line, peak memory, summary.
+
+Importing this package (or any module above except ``boot``) changes nothing in verl.
+"""
+
+from __future__ import annotations
+
+
+def activate(config):
+    """Set up and start a local CPU run on the driver; return the TaskRunner class for verl's ``run_ppo``.
+
+    A problem that stops the run (unsupported setting, Ray cannot start, memory short) is printed as one
+    clear message and the process exits with status 3.
+    """
+    import sys
+
+    from verl_dgpo.local.launch import LocalRunError
+    from verl_dgpo.local.launch import activate as _activate
+
+    try:
+        return _activate(config)
+    except LocalRunError as err:
+        print(f"verl-dgpo local run: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None

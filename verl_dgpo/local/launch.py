@@ -1,0 +1,303 @@
+"""Driver side of the local CPU preset: assets, environment, Ray start-up, progress and summary.
+
+:func:`activate` runs in the driver (``verl_dgpo.main.run``) before verl's ``run_ppo``. It
+
+1. refuses configurations the CPU path cannot run (v1 trainer, another rollout backend, a verl whose
+   patched internals moved) with a message naming the key;
+2. writes the embedded default — a tiny random Qwen2 model, its tokenizer and the copy-digits task —
+   under ``local_cpu.output_dir`` (once; re-used on resume) and fills the config keys left ``null``;
+3. exports what every Ray process needs (``VERL_USE_EXTERNAL_MODULES=verl_dgpo.local.boot``,
+   ``VERL_PLATFORM=cpu``, the metrics file) and installs the same set-up in the driver;
+4. checks free memory, then starts Ray itself so that a failure or a hang becomes a clear message;
+5. prints a progress line per step while verl trains, and a summary (wall time, peak memory) at exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+PREFIX = "[dgpo-local] "
+BOOT_MODULE = "verl_dgpo.local.boot"
+
+
+class LocalRunError(RuntimeError):
+    """The local CPU run cannot start; the message says why and what to do."""
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def check_supported(config: DictConfig) -> None:
+    """Reject settings the CPU path cannot run, naming the key and the allowed values."""
+    if config.trainer.get("use_v1", False):
+        raise LocalRunError(
+            "local_cpu.enabled=true needs trainer.use_v1=false (verl's v1 trainer imports the TransferQueue "
+            "package, which the CPU path does not use); allowed: trainer.use_v1=false"
+        )
+    name = config.actor_rollout_ref.rollout.name
+    if name != "hf":
+        raise LocalRunError(f"local_cpu.enabled=true needs actor_rollout_ref.rollout.name=hf, got {name!r}")
+    backend = config.actor_rollout_ref.rollout.checkpoint_engine.backend
+    if backend != "naive":
+        raise LocalRunError(
+            f"local_cpu.enabled=true needs actor_rollout_ref.rollout.checkpoint_engine.backend=naive, got {backend!r}"
+        )
+    from verl_dgpo.local.patches import check_patch_targets
+
+    problems = check_patch_targets()
+    if problems:
+        raise LocalRunError("the CPU support cannot run on this verl:\n  - " + "\n  - ".join(problems))
+
+
+def asset_spec(config: DictConfig) -> dict:
+    lc = config.local_cpu
+    return {
+        "model": OmegaConf.to_container(lc.model, resolve=True),
+        "task": OmegaConf.to_container(lc.task, resolve=True),
+    }
+
+
+def write_assets(assets_dir: str, spec: dict) -> dict[str, str]:
+    """Create (or re-use, when ``spec`` is unchanged) the tiny model and task files; return their paths."""
+    from verl_dgpo.local.assets import make_tiny_model
+    from verl_dgpo.local.task import write_task
+
+    paths = {
+        "model": os.path.join(assets_dir, "model"),
+        "train": os.path.join(assets_dir, "data", "train.parquet"),
+        "val": os.path.join(assets_dir, "data", "val.parquet"),
+    }
+    stamp = os.path.join(assets_dir, "spec.json")
+    try:
+        with open(stamp) as f:
+            if json.load(f) == spec and all(os.path.exists(p) for p in paths.values()):
+                return paths
+    except (OSError, ValueError):
+        pass
+    make_tiny_model(paths["model"], **spec["model"])
+    write_task(os.path.dirname(paths["train"]), **spec["task"])
+    os.makedirs(assets_dir, exist_ok=True)
+    with open(stamp, "w") as f:
+        json.dump(spec, f, indent=1, sort_keys=True)
+    return paths
+
+
+def fill_paths(config: DictConfig, paths: dict[str, str], output_dir: str) -> None:
+    """Point every ``null`` path of the preset at the generated assets; make relative paths absolute."""
+    from verl_dgpo.local import task
+
+    with open_dict(config):
+        model = config.actor_rollout_ref.model
+        if model.path is None:
+            model.path = paths["model"]
+        if config.data.train_files is None:
+            config.data.train_files = paths["train"]
+        if config.data.val_files is None:
+            config.data.val_files = paths["val"]
+        reward_fn = config.reward.custom_reward_function
+        if reward_fn.path is None:
+            reward_fn.path = os.path.abspath(task.__file__)
+            reward_fn.name = "compute_score"
+        if not os.path.isabs(config.trainer.default_local_dir):
+            config.trainer.default_local_dir = os.path.abspath(config.trainer.default_local_dir)
+
+
+def check_resume(config: DictConfig) -> None:
+    """With ``resume_mode=auto``, refuse to "resume" a run that already reached ``total_training_steps``."""
+    trainer = config.trainer
+    if trainer.resume_mode != "auto" or trainer.total_training_steps is None:
+        return
+    tracker = os.path.join(trainer.default_local_dir, "latest_checkpointed_iteration.txt")
+    try:
+        with open(tracker) as f:
+            latest = int(f.read().strip())
+    except (OSError, ValueError):
+        return
+    if latest >= int(trainer.total_training_steps):
+        raise LocalRunError(
+            f"the checkpoint in {trainer.default_local_dir} is at step {latest}, which already reaches "
+            f"trainer.total_training_steps={trainer.total_training_steps}; pass a larger "
+            f"trainer.total_training_steps to train further from it"
+        )
+
+
+# --- environment ----------------------------------------------------------------------------------
+
+
+def export_environment(metrics_path: str, threads: int) -> None:
+    """Environment variables every Ray process of the run inherits (Ray workers copy the driver's)."""
+    modules = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m]
+    if BOOT_MODULE not in modules:
+        os.environ["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules + [BOOT_MODULE])
+    os.environ["VERL_PLATFORM"] = "cpu"
+    os.environ["VERL_FILE_LOGGER_PATH"] = metrics_path
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        # An empty list makes Ray refuse the logical GPU the preset asks for.
+        del os.environ["CUDA_VISIBLE_DEVICES"]
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+def available_memory_gib() -> Optional[float]:
+    """MemAvailable from /proc/meminfo in GiB (None where unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / (1024.0 * 1024.0)
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(min_free_gib: float, available: Optional[float] = None) -> None:
+    available = available_memory_gib() if available is None else available
+    if available is not None and available < min_free_gib:
+        raise LocalRunError(
+            f"only {available:.1f} GiB of memory is available, and the local CPU run needs about "
+            f"{min_free_gib:g} GiB (Ray plus six worker processes). Close other programs, or lower the check with "
+            f"local_cpu.min_free_memory_gib=<GiB> if you know the run fits."
+        )
+
+
+def ray_init_kwargs(config: DictConfig) -> dict:
+    """What verl's ``run_ppo`` would pass to ``ray.init``, plus ``address='local'`` (always a new cluster)."""
+    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
+
+    ray_init = OmegaConf.to_container(config.ray_kwargs.get("ray_init", {}), resolve=True) or {}
+    runtime_env = OmegaConf.merge(get_ppo_ray_runtime_env(config), ray_init.pop("runtime_env", None) or {})
+    kwargs = {**ray_init, "runtime_env": OmegaConf.to_container(runtime_env, resolve=True)}
+    kwargs.setdefault("address", "local")
+    return kwargs
+
+
+class _RayStartTimeout(Exception):
+    pass
+
+
+def start_ray(kwargs: dict, timeout_s: float, init=None) -> None:
+    """``ray.init(**kwargs)``; a failure, or no answer within ``timeout_s``, is a :class:`LocalRunError`.
+
+    It must run in the main thread: Ray ties its GCS and raylet processes to the life of the thread that
+    started them. The time limit is a ``SIGALRM`` (main thread only; elsewhere there is no limit).
+    """
+    import signal
+
+    import ray
+
+    init = init or ray.init
+    hints = (
+        "Check that no other program holds Ray's ports (`ray stop` ends a Ray cluster you started; "
+        "`ss -ltnp` lists ports in use), that /tmp is writable and has free space, and that memory is free; "
+        "Ray's own logs are under /tmp/ray/session_latest/logs."
+    )
+
+    def on_alarm(signum, frame):
+        raise _RayStartTimeout()
+
+    use_alarm = threading.current_thread() is threading.main_thread() and timeout_s > 0
+    previous = signal.signal(signal.SIGALRM, on_alarm) if use_alarm else None
+    if use_alarm:
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        init(**kwargs)
+    except _RayStartTimeout:
+        raise LocalRunError(
+            f"Ray did not start within {timeout_s:g} s (local_cpu.ray_start_timeout_s). {hints}"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - every start-up failure gets the same clear message
+        raise LocalRunError(f"Ray could not start: {type(err).__name__}: {err}. {hints}") from err
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+# --- progress and summary -------------------------------------------------------------------------
+
+
+class _Session:
+    """The driver-side watchers of one local run, finished (summary printed) exactly once."""
+
+    def __init__(self, config: DictConfig, metrics_path: str, started: float):
+        from verl_dgpo.local.progress import MemorySampler, ProgressPrinter
+
+        self.total = config.trainer.total_training_steps
+        self.checkpoint_dir = config.trainer.default_local_dir
+        self.metrics_path = metrics_path
+        self.started = started
+        self.printer = ProgressPrinter(metrics_path, self.total, prefix=PREFIX).start()
+        self.memory = MemorySampler(interval=0.5).start()
+        self._done = False
+
+    def finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        from verl_dgpo.local.progress import print_summary, summary_lines
+
+        self.printer.stop()
+        try:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            self.memory.stop()
+        steps = self.printer.steps
+        ok = bool(steps) and (self.total is None or max(steps) >= self.total)
+        lines = summary_lines(
+            steps,
+            wall_s=time.time() - self.started,
+            memory=self.memory,
+            checkpoint_dir=self.checkpoint_dir,
+            metrics_path=self.metrics_path,
+            ok=ok,
+        )
+        print_summary(lines, prefix=PREFIX)
+
+
+SESSION: Optional[_Session] = None
+
+
+def activate(config: DictConfig):
+    """Prepare and start a local CPU run (see the module docstring); return verl's v0 ``TaskRunner``."""
+    global SESSION
+    from verl_dgpo.local.progress import at_exit, process_start_time
+
+    started = process_start_time()
+    lc = config.local_cpu
+    check_supported(config)
+    output_dir = os.path.abspath(os.path.expanduser(lc.output_dir))
+    paths = write_assets(os.path.join(output_dir, "assets"), asset_spec(config))
+    fill_paths(config, paths, output_dir)
+    check_resume(config)
+    logs = os.path.join(output_dir, "logs")
+    os.makedirs(logs, exist_ok=True)
+    metrics_path = os.path.join(logs, time.strftime("metrics-%Y%m%d-%H%M%S") + f"-{os.getpid()}.jsonl")
+    export_environment(metrics_path, threads=int(lc.threads_per_process))
+
+    import importlib
+
+    importlib.import_module(BOOT_MODULE)  # the same set-up in the driver as in every worker
+
+    check_memory(float(lc.min_free_memory_gib))
+    print(f"{PREFIX}assets in {output_dir}/assets; starting Ray (worker logs: /tmp/ray/session_latest/logs)", flush=True)
+    start_ray(ray_init_kwargs(config), timeout_s=float(lc.ray_start_timeout_s))
+    SESSION = _Session(config, metrics_path, started)
+    at_exit(SESSION.finish)
+    print(f"{PREFIX}Ray started in {time.time() - started:.1f} s since launch; training", flush=True)
+
+    from verl.trainer.main_ppo_v0 import TaskRunner
+
+    return TaskRunner
+
+

@@ -1,0 +1,219 @@
+"""The only patches of verl internals in verl-dgpo: three small ones that verl 0.9.1 needs to train on a CPU.
+
+They are applied by :func:`apply_patches`, which only the local CPU preset calls (through
+:mod:`verl_dgpo.local.boot`, in each of its own Ray processes). Importing this module, the plugin
+(:mod:`verl_dgpo.registry`) or :mod:`verl_dgpo.local` changes nothing in verl.
+
+Each patch is guarded twice: the installed verl must be :data:`PATCHED_VERL_VERSION`, and
+:func:`check_patch_targets` must find the exact code each patch works around (the function, its
+signature and the source line). If verl moves, :func:`apply_patches` raises
+:class:`VerlInternalsChanged` naming what moved, instead of silently doing something else.
+
+1. **Process-group backend** (``verl.utils.distributed.initialize_global_process_group_ray``):
+   verl builds the backend string ``f"cpu:gloo,{device}:{backend}"``, which on the CPU platform reads
+   ``"cpu:gloo,cpu:gloo"`` and torch rejects it ("Duplicate device type cpu in backend string").
+   The wrapper passes ``backend="gloo"``.
+2. **Engine lookup** (``verl.workers.engine.base.EngineRegistry.get_engine_cls``): verl's FSDP engines are
+   registered for devices ``cuda`` and ``npu`` only ("No engine registered for device='cpu'"). The wrapper
+   falls back to the ``cuda`` entry (the same pure-torch FSDP2 engine) when, and only when, the device is ``cpu``.
+3. **Pinned memory** (``verl.workers.engine.fsdp.transformer_impl.CPUOffloadPolicy``): the reference model is
+   built with ``CPUOffloadPolicy(pin_memory=True)``; pinning needs an accelerator ("Cannot access accelerator
+   device when none is available"). The replacement is a subclass that never pins.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+#: The verl release whose internals these patches were written against.
+PATCHED_VERL_VERSION = "0.9.1"
+
+_MARK = "__verl_dgpo_local_patch__"
+
+
+class VerlInternalsChanged(RuntimeError):
+    """verl's code at a patched location is not what the CPU patches were written for."""
+
+
+@dataclass(frozen=True)
+class PatchTarget:
+    """Where a patch goes and the verl source line it works around."""
+
+    module: str
+    attribute: str  # "name" or "Class.method"
+    expected_source: str  # a line of the function (or of its caller) that the patch replaces the effect of
+    source_of: str  # the "module:attribute" whose source must contain expected_source
+
+
+TARGETS: dict[str, PatchTarget] = {
+    "process_group_backend": PatchTarget(
+        module="verl.utils.distributed",
+        attribute="initialize_global_process_group_ray",
+        expected_source='backend = backend or f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}"',
+        source_of="verl.utils.distributed:initialize_global_process_group_ray",
+    ),
+    "engine_lookup": PatchTarget(
+        module="verl.workers.engine.base",
+        attribute="EngineRegistry.get_engine_cls",
+        expected_source="if device in registry:",
+        source_of="verl.workers.engine.base:EngineRegistry.get_engine_cls",
+    ),
+    "pinned_memory": PatchTarget(
+        module="verl.workers.engine.fsdp.transformer_impl",
+        attribute="CPUOffloadPolicy",
+        expected_source="offload_policy = CPUOffloadPolicy(pin_memory=True)",
+        source_of="verl.workers.engine.fsdp.transformer_impl:FSDPEngine._build_fsdp_module",
+    ),
+}
+
+
+def _resolve(module: str, attribute: str):
+    import importlib
+
+    obj = importlib.import_module(module)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check_patch_targets() -> list[str]:
+    """Problems found at the patched locations of the installed verl (empty when all is as expected)."""
+    import verl
+
+    problems = []
+    if verl.__version__ != PATCHED_VERL_VERSION:
+        problems.append(
+            f"verl=={verl.__version__} is installed, but the CPU patches were written for verl=={PATCHED_VERL_VERSION}"
+        )
+    for name, target in TARGETS.items():
+        try:
+            _resolve(target.module, target.attribute)
+        except (ImportError, AttributeError) as err:
+            problems.append(f"{name}: {target.module}.{target.attribute} is gone ({err})")
+            continue
+        module, attribute = target.source_of.split(":")
+        try:
+            source = inspect.getsource(_original(_resolve(module, attribute)))
+        except (ImportError, AttributeError, OSError, TypeError) as err:
+            problems.append(f"{name}: cannot read the source of {target.source_of} ({err})")
+            continue
+        if target.expected_source not in source:
+            problems.append(f"{name}: {target.source_of} no longer contains {target.expected_source!r}")
+    try:
+        from verl.workers.engine.base import EngineRegistry
+
+        params = list(inspect.signature(_original(EngineRegistry.get_engine_cls)).parameters)
+        if params != ["cls", "model_type", "backend"]:
+            problems.append(f"engine_lookup: EngineRegistry.get_engine_cls takes {params}, expected (cls, model_type, backend)")
+        fsdp = EngineRegistry._engines.get("language_model", {}).get("fsdp2", {})
+        if "cuda" not in fsdp and ("cuda", "nvidia") not in fsdp:
+            problems.append("engine_lookup: no FSDP2 language-model engine is registered for device 'cuda'")
+    except Exception as err:  # noqa: BLE001 - report any shape change as a problem
+        problems.append(f"engine_lookup: cannot inspect EngineRegistry ({err!r})")
+    return problems
+
+
+def _original(fn):
+    """The unpatched function behind one of our wrappers (or ``fn`` itself)."""
+    fn = getattr(fn, "__func__", fn)
+    return getattr(fn, "__wrapped__", fn) if getattr(fn, _MARK, False) else fn
+
+
+def _patched_process_group_init(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def initialize_global_process_group_ray(timeout_second=None, backend=None):
+        # verl's default "cpu:gloo,{device}:{backend}" is "cpu:gloo,cpu:gloo" here: torch rejects duplicates.
+        return original(timeout_second=timeout_second, backend=backend or "gloo")
+
+    setattr(initialize_global_process_group_ray, _MARK, True)
+    return initialize_global_process_group_ray
+
+
+def _patched_get_engine_cls(original: Callable) -> classmethod:
+    @functools.wraps(original)
+    def get_engine_cls(cls, model_type: str, backend: str):
+        from verl.utils.device import get_device_name
+
+        try:
+            return original(cls, model_type, backend)
+        except ValueError:
+            # FSDP engines are registered for cuda/npu only; on the CPU platform use the cuda entry.
+            if get_device_name() != "cpu":
+                raise
+            registry = cls._engines[model_type][backend]
+            for key in (("cuda", "nvidia"), "cuda"):
+                if key in registry:
+                    return registry[key]
+            raise
+
+    setattr(get_engine_cls, _MARK, True)
+    return classmethod(get_engine_cls)
+
+
+def _unpinned_offload_policy(original: type) -> type:
+    class UnpinnedCPUOffloadPolicy(original):
+        """``CPUOffloadPolicy`` that never pins memory: pinning needs an accelerator."""
+
+        def __init__(self, pin_memory: bool = False):
+            super().__init__(pin_memory=False)
+
+    setattr(UnpinnedCPUOffloadPolicy, _MARK, True)
+    UnpinnedCPUOffloadPolicy.__wrapped__ = original
+    return UnpinnedCPUOffloadPolicy
+
+
+def applied_patches() -> list[str]:
+    """Names of the patches currently in effect in this process."""
+    applied = []
+    for name, target in TARGETS.items():
+        import sys
+
+        if target.module not in sys.modules:
+            continue
+        obj = _resolve(target.module, target.attribute)
+        if getattr(getattr(obj, "__func__", obj), _MARK, False):
+            applied.append(name)
+    return applied
+
+
+def apply_patches() -> list[str]:
+    """Apply the three CPU patches (idempotent); return their names. Raises :class:`VerlInternalsChanged`."""
+    problems = check_patch_targets()
+    if problems:
+        raise VerlInternalsChanged(
+            "verl-dgpo's CPU support cannot patch this verl safely:\n  - " + "\n  - ".join(problems)
+        )
+    import verl.utils.distributed as distributed
+    import verl.workers.engine.fsdp.transformer_impl as transformer_impl
+    from verl.workers.engine.base import EngineRegistry
+
+    done = set(applied_patches())
+    if "process_group_backend" not in done:
+        distributed.initialize_global_process_group_ray = _patched_process_group_init(
+            distributed.initialize_global_process_group_ray
+        )
+    if "engine_lookup" not in done:
+        EngineRegistry.get_engine_cls = _patched_get_engine_cls(EngineRegistry.__dict__["get_engine_cls"].__func__)
+    if "pinned_memory" not in done:
+        transformer_impl.CPUOffloadPolicy = _unpinned_offload_policy(transformer_impl.CPUOffloadPolicy)
+    return applied_patches()
+
+
+def remove_patches() -> None:
+    """Undo :func:`apply_patches` in this process (used by tests)."""
+    import verl.utils.distributed as distributed
+    import verl.workers.engine.fsdp.transformer_impl as transformer_impl
+    from verl.workers.engine.base import EngineRegistry
+
+    fn = distributed.initialize_global_process_group_ray
+    if getattr(fn, _MARK, False):
+        distributed.initialize_global_process_group_ray = fn.__wrapped__
+    fn = EngineRegistry.__dict__["get_engine_cls"].__func__
+    if getattr(fn, _MARK, False):
+        EngineRegistry.get_engine_cls = classmethod(fn.__wrapped__)
+    cls = transformer_impl.CPUOffloadPolicy
+    if getattr(cls, _MARK, False):
+        transformer_impl.CPUOffloadPolicy = cls.__wrapped__
