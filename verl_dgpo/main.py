@@ -68,7 +68,7 @@ def prepare(config: DictConfig) -> DictConfig:
 
     from verl.utils.config import omega_conf_to_dataclass
 
-    from verl_dgpo.config import trust_region
+    from verl_dgpo.validation import trust_region
 
     actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # runs DGPOPolicyLossConfig's checks
     trust_region(actor)
