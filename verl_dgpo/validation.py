@@ -26,16 +26,15 @@ def require_number(key: str, value: Any, *, minimum: float | None = None, low_op
     ``minimum`` is inclusive; ``low_open`` / ``high_open`` are exclusive bounds.
     """
     ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        value = float(value)
-        ok = (
-            (minimum is None or value >= minimum)
-            and (low_open is None or value > low_open)
-            and (high_open is None or value < high_open)
-        )
+    number = float(value) if ok else None
+    ok = ok and (
+        (minimum is None or number >= minimum)
+        and (low_open is None or number > low_open)
+        and (high_open is None or number < high_open)
+    )
     if not ok:
         raise DGPOConfigError(f"{key}={value!r} is not allowed: it must be a number {allowed}.")
-    return value
+    return number
 
 
 def validate_dgpo_exponents(n: Any, m: Any) -> tuple[float, float]:
