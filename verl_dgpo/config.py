@@ -12,62 +12,11 @@ bounds are verl's own ``actor_rollout_ref.actor.clip_ratio_low`` / ``clip_ratio_
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from numbers import Real
-from typing import Any
 
 from verl.workers.config import PolicyLossConfig
 
-POLICY_LOSS_KEY = "actor_rollout_ref.actor.policy_loss"
-ACTOR_KEY = "actor_rollout_ref.actor"
-
-
-class DGPOConfigError(ValueError):
-    """A DGPO hyper-parameter is out of range or of the wrong type; the message names the key."""
-
-
-def require_number(key: str, value: Any, *, minimum: float | None = None, low_open: float | None = None,
-                   high_open: float | None = None, allowed: str) -> float:
-    """Return ``value`` as a float, or raise :class:`DGPOConfigError` naming ``key`` and the allowed range.
-
-    ``minimum`` is inclusive; ``low_open`` / ``high_open`` are exclusive bounds.
-    """
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        value = float(value)
-        ok = (
-            (minimum is None or value >= minimum)
-            and (low_open is None or value > low_open)
-            and (high_open is None or value < high_open)
-        )
-    if not ok:
-        raise DGPOConfigError(f"{key}={value!r} is not allowed: it must be a number {allowed}.")
-    return value
-
-
-def validate_dgpo_exponents(n: Any, m: Any) -> tuple[float, float]:
-    """Check DGPO's n (LN decay exponent) and m (HP decay root): real numbers ≥ 1."""
-    return (
-        require_number(f"{POLICY_LOSS_KEY}.dgpo_n", n, minimum=1.0, allowed=">= 1 (the paper uses 1, or 2 at 1.5B)"),
-        require_number(f"{POLICY_LOSS_KEY}.dgpo_m", m, minimum=1.0, allowed=">= 1 (the paper uses 2)"),
-    )
-
-
-def trust_region(actor_config: Any) -> tuple[float, float]:
-    """``(ε_low, ε_high)`` from a verl actor config, resolved and validated like verl's losses read them.
-
-    ``clip_ratio_low`` / ``clip_ratio_high`` fall back to ``clip_ratio`` when unset.
-    """
-    clip_ratio = actor_config.get("clip_ratio", 0.2)
-    low = actor_config.get("clip_ratio_low", None)
-    high = actor_config.get("clip_ratio_high", None)
-    low = clip_ratio if low is None else low
-    high = clip_ratio if high is None else high
-    return (
-        require_number(f"{ACTOR_KEY}.clip_ratio_low", low, low_open=0.0, high_open=1.0, allowed="in (0, 1)"),
-        require_number(f"{ACTOR_KEY}.clip_ratio_high", high, low_open=0.0, allowed="> 0"),
-    )
+from verl_dgpo.validation import DGPOConfigError, validate_dgpo_exponents  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -90,9 +39,3 @@ class DGPOPolicyLossConfig(PolicyLossConfig):
         # Store the checked floats (fields are frozen after init, so bypass BaseConfig's guard).
         object.__setattr__(self, "dgpo_n", n)
         object.__setattr__(self, "dgpo_m", m)
-
-
-def dgpo_exponents(policy_loss_config: Any) -> tuple[float, float]:
-    """(n, m) from any policy-loss config: our subclass, a plain ``PolicyLossConfig`` (defaults) or a dict."""
-    get = policy_loss_config.get if policy_loss_config is not None else (lambda key, default: default)
-    return validate_dgpo_exponents(get("dgpo_n", 1.0), get("dgpo_m", 2.0))

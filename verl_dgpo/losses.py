@@ -94,6 +94,29 @@ def trust_region_regions(
     return Regions(ln=neg & low, hp=pos & high, lp=pos & low, hn=neg & high)
 
 
+def dgpo_surrogate(
+    log_ratio: torch.Tensor,
+    frozen_log_ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    eps_low: float,
+    eps_high: float,
+    n: float = 1.0,
+    m: float = 2.0,
+) -> tuple[torch.Tensor, Regions]:
+    """``s = exp(ρ + k·ρ_frozen + c)`` with the regions, k and c taken from ``ρ_frozen``.
+
+    ``∂s/∂ρ = s``, and at ``ρ = ρ_frozen`` the value is the weight w of the module docstring.
+    :func:`dgpo_token_loss` passes ``ρ_frozen = sg(ρ)``; taking the frozen operand as an argument makes the
+    construction checkable by finite differences in ``ρ`` alone.
+    """
+    regions = trust_region_regions(frozen_log_ratio, advantages, eps_low, eps_high)
+    zero = torch.zeros((), dtype=log_ratio.dtype, device=log_ratio.device)
+    k = torch.where(regions.ln, n, torch.where(regions.hp, -1.0 / m, zero))
+    c = torch.where(regions.ln, -n * math.log1p(-eps_low), torch.where(regions.hp, math.log1p(eps_high) / m, zero))
+    return torch.exp(log_ratio + k * frozen_log_ratio + c), regions
+
+
 def dgpo_token_loss(
     log_prob: torch.Tensor,
     old_log_prob: torch.Tensor,
@@ -120,13 +143,8 @@ def dgpo_token_loss(
     """
     lr = masked_log_ratio(log_prob, old_log_prob, response_mask, log_ratio_bound)
     adv = advantages.to(lr.dtype)
-    regions = trust_region_regions(lr, adv, eps_low, eps_high)
-
-    zero = torch.zeros((), dtype=lr.dtype, device=lr.device)
-    k = torch.where(regions.ln, n, torch.where(regions.hp, -1.0 / m, zero))
-    c = torch.where(regions.ln, -n * math.log1p(-eps_low), torch.where(regions.hp, math.log1p(eps_high) / m, zero))
     # value exp((1+k)·ρ + c) = w; derivative in log_prob is the same w, because sg(ρ) carries no gradient.
-    surrogate = torch.exp(lr + k * lr.detach() + c)
+    surrogate, regions = dgpo_surrogate(lr, lr.detach(), adv, eps_low=eps_low, eps_high=eps_high, n=n, m=m)
     return TokenLoss(loss=-adv * surrogate, weight=surrogate.detach(), log_ratio=lr.detach(), regions=regions)
 
 

@@ -14,7 +14,7 @@ from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.core_algos import agg_loss
 
 from verl_dgpo.advantages import group_normalized_advantage
-from verl_dgpo.config import dgpo_exponents, trust_region
+from verl_dgpo.validation import dgpo_exponents, trust_region
 from verl_dgpo.losses import TokenLoss, dgpo_token_loss
 
 #: name -> function, for everything this module registers (``check_installed`` verifies each).
