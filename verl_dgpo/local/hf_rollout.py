@@ -71,17 +71,30 @@ class HFRolloutServer:
         self.model_config = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
         self.replica_rank = replica_rank
         torch.manual_seed(int(getattr(self.config, "seed", 0) or 0) + replica_rank)
-        self.model = AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             self.model_config.local_path, dtype=torch.float32, attn_implementation="sdpa"
-        ).eval()
+        )
         tokenizer = self.model_config.tokenizer
-        eos = self.model_config.hf_config.eos_token_id if tokenizer is None else tokenizer.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
-        gen_eos = self.model.generation_config.eos_token_id
-        self.eos_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-        pad = tokenizer.pad_token_id if tokenizer is not None else None
-        self.pad_id = pad if pad is not None else min(self.eos_ids)
-        self.max_model_len = int(self.config.max_model_len or self.model.config.max_position_embeddings)
+        eos = {tokenizer.eos_token_id} if tokenizer is not None else set()
+        self._attach(
+            model,
+            eos_ids=eos,
+            pad_id=tokenizer.pad_token_id if tokenizer is not None else None,
+            response_length=int(self.config.response_length),
+            max_model_len=self.config.max_model_len,
+        )
+
+    def _attach(self, model, *, eos_ids: set, pad_id: Optional[int], response_length: int, max_model_len=None) -> None:
+        """Serve ``model``: stop at any of ``eos_ids`` (plus the model's own), pad with ``pad_id``."""
+        self.model = model.eval()
+        gen_eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos_ids) | set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        self.eos_ids.discard(None)
+        if not self.eos_ids:
+            raise ValueError("the rollout model has no end-of-sequence token (tokenizer.eos_token_id)")
+        self.pad_id = pad_id if pad_id is not None else min(self.eos_ids)
+        self.response_length = response_length
+        self.max_model_len = int(max_model_len or model.config.max_position_embeddings)
         self.global_steps: Optional[int] = None
         self.weight_syncs = 0
         self._pending: list[tuple[tuple, list[int], asyncio.Future]] = []
@@ -148,7 +161,7 @@ class HFRolloutServer:
 
         temperature, top_p, top_k, want_logprobs = key
         width = max(len(p) for p in prompts)
-        max_new = min(int(self.config.response_length), self.max_model_len - width)
+        max_new = min(self.response_length, self.max_model_len - width)
         if max_new <= 0:
             raise ValueError(f"prompt of {width} tokens leaves no room below max_model_len={self.max_model_len}")
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)

@@ -1,0 +1,135 @@
+"""Rollout backend ``hf``: batched generation equals one-at-a-time decoding, log-probs, routing, weight sync."""
+
+import asyncio
+
+import pytest
+import torch
+
+from verl_dgpo.local.assets import make_tiny_model
+from verl_dgpo.local.hf_rollout import HFRolloutServer, cut_after_eos
+
+GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": False}
+SAMPLED = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": True}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = make_tiny_model(str(tmp_path_factory.mktemp("tiny")), seed=0)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def make_server(model, tok, response_length=6):
+    server = object.__new__(HFRolloutServer)
+    server._attach(model, eos_ids={tok.eos_token_id}, pad_id=tok.pad_token_id, response_length=response_length)
+    return server
+
+
+def prompt_ids(tok, texts):
+    chats = [tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False) for t in texts]
+    return [tok(chat, add_special_tokens=False)["input_ids"] for chat in chats]
+
+
+@torch.no_grad()
+def greedy_reference(model, prompt, steps, eos):
+    """Greedy decoding of one unpadded prompt with a plain forward loop (no generate, no cache)."""
+    ids = list(prompt)
+    out = []
+    for _ in range(steps):
+        nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+        out.append(nxt)
+        ids.append(nxt)
+        if nxt == eos:
+            break
+    return out
+
+
+@pytest.mark.parametrize(
+    "tokens, expected",
+    [([5, 6, 2, 7], ([5, 6, 2], True)), ([2], ([2], True)), ([5, 6], ([5, 6], False)), ([], ([], False))],
+)
+def test_output_is_cut_after_the_first_eos(tokens, expected):
+    assert cut_after_eos(tokens, {2}) == expected
+
+
+def test_batched_left_padded_greedy_equals_each_prompt_alone(tiny):
+    model, tok = tiny
+    server = make_server(model, tok)
+    prompts = prompt_ids(tok, ["Copy the digits: 7", "1 + 2", "Copy the digits: 000123 please", "x"])
+    assert len({len(p) for p in prompts}) > 1  # the batch really needs padding
+    batch = server._generate_batch(prompts, (0.0, 1.0, -1, False))
+    for prompt, (tokens, logprobs, _) in zip(prompts, batch):
+        assert tokens == greedy_reference(model, prompt, 6, tok.eos_token_id)
+        assert logprobs is None
+
+
+def test_log_probs_are_the_models_for_the_sampled_tokens(tiny):
+    model, tok = tiny
+    server = make_server(model, tok)
+    torch.manual_seed(0)
+    prompts = prompt_ids(tok, ["Copy the digits: 3", "Copy the digits: 12345"])
+    for prompt, (tokens, logprobs, _) in zip(prompts, server._generate_batch(prompts, (1.0, 1.0, -1, True))):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1]
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(tokens)[:, None]).squeeze(-1)
+        assert torch.allclose(torch.tensor(logprobs), expected, atol=1e-4)
+
+
+def test_concurrent_requests_are_batched_by_sampling_params_and_routed_back(tiny):
+    model, tok = tiny
+    server = make_server(model, tok)
+    calls = []
+    original = server._generate_batch
+
+    def counting(prompts, key):
+        calls.append((len(prompts), key[0]))
+        return original(prompts, key)
+
+    server._generate_batch = counting
+    prompts = prompt_ids(tok, ["a", "Copy the digits: 9", "bb", "Copy the digits: 42"])
+
+    async def main():
+        greedy = [server.generate(p, GREEDY, request_id=str(i)) for i, p in enumerate(prompts)]
+        sampled = [server.generate(p, SAMPLED, request_id=f"s{i}") for i, p in enumerate(prompts[:2])]
+        return await asyncio.gather(*greedy, *sampled)
+
+    outputs = asyncio.run(main())
+    assert sorted(calls) == [(2, 1.0), (4, 0.0)]
+    for prompt, out in zip(prompts, outputs[:4]):
+        assert out.token_ids == greedy_reference(model, prompt, 6, tok.eos_token_id)
+        assert out.extra_fields == {"global_steps": None}
+    assert all(out.log_probs is not None and len(out.log_probs) == len(out.token_ids) for out in outputs[4:])
+
+
+def test_weight_sync_loads_every_tensor_and_tags_later_outputs_with_the_step(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model, tok = tiny
+    server = make_server(AutoModelForCausalLM.from_config(model.config).eval(), tok)
+    source = {k: v.clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied head: not sent
+    asyncio.run(server.update_weights(source, global_steps=5))
+    for name, tensor in server.model.state_dict().items():
+        assert torch.equal(tensor, model.state_dict()[name]), name
+    out = asyncio.run(server.generate(prompt_ids(tok, ["x"])[0], GREEDY, request_id="r"))
+    assert out.extra_fields["global_steps"] == 5 and server.weight_syncs == 1
+
+
+@pytest.mark.parametrize("change", ["drop", "extra"])
+def test_weight_sync_rejects_missing_or_unknown_tensors(tiny, change):
+    model, tok = tiny
+    server = make_server(model, tok)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    if change == "drop":
+        state.pop("model.layers.0.mlp.up_proj.weight")
+    else:
+        state["model.layers.9.mlp.up_proj.weight"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match="rollout weight sync mismatch"):
+        asyncio.run(server.update_weights(state, global_steps=1))
+
+
+def test_multimodal_input_is_refused(tiny):
+    model, tok = tiny
+    server = make_server(model, tok)
+    with pytest.raises(NotImplementedError, match="text-only"):
+        asyncio.run(server.generate([1, 2], GREEDY, request_id="r", image_data=["img"]))

@@ -1,0 +1,122 @@
+"""Driver side of the local preset: config composition, refusals with clear messages, assets, Ray start-up."""
+
+import os
+import time
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import verl_dgpo
+from verl_dgpo.local import launch
+
+CONFIG_DIR = os.path.join(os.path.dirname(verl_dgpo.__file__), "config")
+
+
+@pytest.fixture(scope="module")
+def local_config():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name="local_cpu")
+
+
+def test_preset_selects_the_local_path_and_the_v0_trainer(local_config):
+    cfg = local_config
+    assert cfg.local_cpu.enabled is True
+    assert cfg.trainer.use_v1 is False and cfg.actor_rollout_ref.rollout.name == "hf"
+    assert cfg.actor_rollout_ref.rollout.checkpoint_engine.backend == "naive"
+    assert cfg.algorithm.policy_loss == "dgpo" and cfg.algorithm.adv_estimator == "dgpo"
+    assert cfg.ray_kwargs.ray_init.num_gpus == 1
+
+
+def test_preset_takes_several_optimizer_steps_per_training_step(local_config):
+    """DGPO differs from GRPO only where r != 1: that needs > 1 mini-batch or > 1 PPO epoch per step."""
+    actor = local_config.actor_rollout_ref.actor
+    updates = (local_config.data.train_batch_size // actor.ppo_mini_batch_size) * actor.ppo_epochs
+    assert updates >= 2
+
+
+def test_preset_keeps_the_dgpo_keys_of_dgpo_trainer(local_config):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        base = compose(config_name="dgpo_trainer")
+    for key in ("algorithm.dgpo", "actor_rollout_ref.actor.policy_loss"):
+        assert OmegaConf.select(local_config, key) == OmegaConf.select(base, key)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("trainer.use_v1=true", "trainer.use_v1"),
+        ("actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.name"),
+        ("actor_rollout_ref.rollout.checkpoint_engine.backend=nccl", "checkpoint_engine.backend"),
+    ],
+)
+def test_unsupported_settings_are_refused_naming_the_key(override, key):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="local_cpu", overrides=[override])
+    with pytest.raises(launch.LocalRunError, match=key):
+        launch.check_supported(cfg)
+
+
+def test_short_memory_is_refused_with_the_key_to_change():
+    with pytest.raises(launch.LocalRunError, match=r"only 1\.5 GiB .*local_cpu\.min_free_memory_gib"):
+        launch.check_memory(3.0, available=1.5)
+    launch.check_memory(3.0, available=8.0)
+
+
+def test_ray_start_failure_becomes_a_clear_error():
+    def refuse(**kwargs):
+        raise ConnectionError("address already in use: 127.0.0.1:6379")
+
+    with pytest.raises(launch.LocalRunError, match=r"Ray could not start: ConnectionError: address already in use.*ray stop"):
+        launch.start_ray({"address": "local"}, timeout_s=5, init=refuse)
+
+
+def test_ray_start_hang_becomes_a_clear_error_not_a_hang():
+    started = time.time()
+    with pytest.raises(launch.LocalRunError, match=r"did not start within 0\.5 s .*local_cpu\.ray_start_timeout_s"):
+        launch.start_ray({}, timeout_s=0.5, init=lambda **kwargs: time.sleep(30))
+    assert time.time() - started < 5
+
+
+def test_ray_init_kwargs_start_a_new_local_cluster_with_a_logical_gpu(local_config):
+    kwargs = launch.ray_init_kwargs(local_config)
+    assert kwargs["address"] == "local" and kwargs["num_gpus"] == 1
+    assert "env_vars" in kwargs["runtime_env"]
+
+
+def test_resume_past_the_last_step_is_refused(tmp_path, local_config):
+    cfg = OmegaConf.create(OmegaConf.to_container(local_config))
+    cfg.trainer.default_local_dir = str(tmp_path)
+    cfg.trainer.resume_mode = "auto"
+    cfg.trainer.total_training_steps = 30
+    launch.check_resume(cfg)  # no checkpoint yet
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("30")
+    with pytest.raises(launch.LocalRunError, match="step 30.*trainer.total_training_steps"):
+        launch.check_resume(cfg)
+    cfg.trainer.total_training_steps = 40
+    launch.check_resume(cfg)
+
+
+def test_assets_are_written_once_and_rewritten_when_their_spec_changes(tmp_path):
+    spec = {"model": {"seed": 0}, "task": {"train_size": 16, "val_size": 4, "digits": 1, "alphabet": "7", "seed": 0}}
+    paths = launch.write_assets(str(tmp_path), spec)
+    assert all(os.path.exists(p) for p in paths.values())
+    first = os.path.getmtime(paths["train"])
+    time.sleep(0.05)
+    assert launch.write_assets(str(tmp_path), spec) == paths and os.path.getmtime(paths["train"]) == first
+    spec["task"]["train_size"] = 20
+    launch.write_assets(str(tmp_path), spec)
+    import pandas as pd
+
+    assert len(pd.read_parquet(paths["train"])) == 20
+
+
+def test_null_paths_are_filled_and_given_paths_kept(tmp_path, local_config):
+    cfg = OmegaConf.create(OmegaConf.to_container(local_config))
+    cfg.data.val_files = "/my/val.parquet"
+    paths = {"model": "/a/model", "train": "/a/train.parquet", "val": "/a/val.parquet"}
+    launch.fill_paths(cfg, paths, str(tmp_path))
+    assert cfg.actor_rollout_ref.model.path == "/a/model"
+    assert cfg.data.train_files == "/a/train.parquet" and cfg.data.val_files == "/my/val.parquet"
+    assert cfg.reward.custom_reward_function.path.endswith("verl_dgpo/local/task.py")
+    assert os.path.isabs(cfg.trainer.default_local_dir)
