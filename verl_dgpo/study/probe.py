@@ -22,6 +22,9 @@ number of loss calls per training step: PPO epochs x mini-batches x micro-batche
 kept as running values over the K calls of a step and reported once, at the step's last call, so the
 logged per-step value is the true max (min) over the whole step. Without it, every call reports its
 own extremes and the logged value is their mean over the step's updates.
+
+It also makes the ``hf`` rollout's sampling reproducible per request (:mod:`verl_dgpo.study.seeded_sampling`)
+unless ``VERL_DGPO_STUDY_SEEDED_SAMPLING=0``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from typing import Any, Callable
 import torch
 
 UPDATES_ENV = "VERL_DGPO_STUDY_UPDATES_PER_STEP"
+#: set to 0 to keep the hf rollout server's own (batch-order dependent) sampling in a study run.
+SEEDED_SAMPLING_ENV = "VERL_DGPO_STUDY_SEEDED_SAMPLING"
 FRACTION_KEYS = ("study/ln_frac", "study/hp_frac", "study/lp_frac", "study/hn_frac", "study/out_frac")
 EXTREME_KEYS = ("study/ratio_max", "study/ratio_min")
 #: log-ratios are clamped to this before exp, so an extreme ratio is large but finite.
@@ -141,3 +146,7 @@ def install() -> None:
 
 
 install()
+if os.environ.get(SEEDED_SAMPLING_ENV, "1") != "0":
+    from verl_dgpo.study import seeded_sampling
+
+    seeded_sampling.install()

@@ -79,7 +79,7 @@ class StudySettings:
     responses_per_prompt: int = 8
     mini_batches: int = 4  # optimizer steps per PPO epoch
     ppo_epochs: int = 2
-    lr: float = 5e-3
+    lr: float = 3e-4
     max_response_length: int = 4
     extra_overrides: tuple[str, ...] = field(default_factory=tuple)
 
@@ -101,6 +101,7 @@ class StudySettings:
         micro = mini * self.responses_per_prompt  # one micro-batch per mini-batch
         return [
             f"local_cpu.task.digits={self.digits}",
+            "local_cpu.task.alphabet='0123456789'",  # quoted: Hydra would read the digits as an int
             f"data.train_batch_size={self.prompts_per_step}",
             f"data.max_response_length={self.max_response_length}",
             f"actor_rollout_ref.rollout.n={self.responses_per_prompt}",

@@ -1,0 +1,121 @@
+"""Rollout sampling that one seed reproduces, for the study's runs on the local ``hf`` rollout backend.
+
+The ``hf`` rollout server (:mod:`verl_dgpo.local.hf_rollout`) batches the concurrent ``generate`` requests
+that arrive within a few milliseconds and samples the whole batch from torch's global random stream, so
+which response a prompt gets depends on arrival timing (how the requests were batched and in which
+order), not only on ``actor_rollout_ref.rollout.seed``. For a comparison whose seeds must reproduce,
+:func:`install` (called by the study probe, i.e. only in study runs) replaces the server's batch sampler
+with one where **every request draws from its own generator**, seeded by
+
+    sha256(rollout seed, training step, prompt token ids, occurrence of that prompt within the step)
+
+and sampled by inverse CDF (``u ~ U[0,1)`` from that generator, token = first index whose cumulative
+probability exceeds ``u``). A request's response therefore depends only on the seed, the step, its
+prompt, the weights and which of the prompt's ``n`` copies it is — never on batching. (The ``n`` copies
+of a prompt are exchangeable: which copy gets occurrence index k changes nothing in the group.)
+
+Same distribution as Hugging Face ``generate(do_sample=True)`` at temperature T with no top-p / top-k:
+softmax(logits / T) of the last position, left padding, positions from the attention mask. Other
+sampling settings (greedy, top-p < 1, top-k > 0) fall back to the server's own sampler. Log-probabilities
+returned are those of the raw (untempered) logits, as the server returns them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Optional
+
+import torch
+
+
+def request_seed(seed: int, step: int, prompt: tuple[int, ...], occurrence: int) -> int:
+    """A 63-bit seed that depends on exactly these four values."""
+    digest = hashlib.sha256(repr((int(seed), int(step), tuple(prompt), int(occurrence))).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Per row, the first token whose cumulative probability exceeds that row's uniform draw."""
+    cdf = probs.double().cumsum(-1)
+    cdf = cdf / cdf[:, -1:]  # exact total of 1 despite rounding
+    index = torch.searchsorted(cdf, uniforms.double()[:, None], right=True).squeeze(-1)
+    return index.clamp(max=probs.shape[-1] - 1)
+
+
+@torch.no_grad()
+def sample_batch(model, prompts: list[list[int]], generators: list[torch.Generator], *, temperature: float,
+                 max_new_tokens: int, pad_id: int, eos_ids: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(new tokens, their raw-logit log-probabilities), each ``(len(prompts), max_new_tokens)``."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        ids[i, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        mask[i, width - len(prompt):] = 1
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
+    done = torch.zeros(len(prompts), dtype=torch.bool)
+    tokens, logps = [], []
+    for _ in range(max_new_tokens):
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1, :].float()
+        uniforms = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
+        nxt = inverse_cdf_sample(torch.softmax(logits / temperature, dim=-1), uniforms)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        tokens.append(nxt)
+        logps.append(torch.log_softmax(logits, dim=-1).gather(-1, nxt[:, None]).squeeze(-1))
+        done |= torch.isin(nxt, eos)
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(nxt)[:, None]], dim=1)
+        if bool(done.all()):
+            break
+    return torch.stack(tokens, dim=1), torch.stack(logps, dim=1)
+
+
+def seeded_generate_batch(original):
+    """The server's ``_generate_batch`` with per-request seeded sampling (see the module docstring)."""
+
+    def _generate_batch(self, prompts: list[list[int]], key: tuple):
+        from verl_dgpo.local.hf_rollout import cut_after_eos
+
+        temperature, top_p, top_k, want_logprobs = key
+        if not temperature or temperature <= 0 or (top_p is not None and top_p < 1.0) or (top_k or 0) > 0:
+            return original(self, prompts, key)
+        width = max(len(p) for p in prompts)
+        max_new = min(int(self.config.response_length), self.max_model_len - width)
+        if max_new <= 0:
+            return original(self, prompts, key)
+        step = int(self.global_steps or 0)
+        seen: dict = self.__dict__.setdefault("_study_seen", {})
+        if seen.get("__step__") != step:
+            seen.clear()
+            seen["__step__"] = step
+        base_seed = int(getattr(self.config, "seed", 0) or 0) + int(getattr(self, "replica_rank", 0))
+        generators = []
+        for prompt in prompts:
+            k = tuple(prompt)
+            occurrence = seen.get(k, 0)
+            seen[k] = occurrence + 1
+            generators.append(torch.Generator().manual_seed(request_seed(base_seed, step, k, occurrence)))
+        tokens, logps = sample_batch(self.model, prompts, generators, temperature=float(temperature),
+                                     max_new_tokens=max_new, pad_id=self.pad_id, eos_ids=self.eos_ids)
+        results = []
+        for i in range(len(prompts)):
+            token_ids, finished = cut_after_eos(tokens[i].tolist(), self.eos_ids)
+            logprobs: Optional[list] = logps[i, : len(token_ids)].tolist() if want_logprobs else None
+            results.append((token_ids, logprobs, finished))
+        return results
+
+    _generate_batch.__study_seeded__ = True
+    return _generate_batch
+
+
+def install() -> bool:
+    """Swap the ``hf`` server's batch sampler for the seeded one (idempotent); False if the backend is absent."""
+    try:
+        from verl_dgpo.local import hf_rollout
+    except ImportError:
+        return False
+    server = hf_rollout.HFRolloutServer
+    if not getattr(server._generate_batch, "__study_seeded__", False):
+        server._generate_batch = seeded_generate_batch(server._generate_batch)
+    return True
