@@ -72,3 +72,23 @@ def test_a_requests_sample_does_not_depend_on_its_batch_or_position():
             assert torch.allclose(other[1][:n], alone[1], atol=1e-5)
     # the two copies of prompt 0 (occurrences 0 and 1) get independent draws
     assert request_seed(*keys[0]) != request_seed(*keys[2])
+
+
+def test_seeded_sampler_is_installed_when_the_rollout_module_is_imported_first():
+    """In the Ray rollout server, hf_rollout is imported before verl (and so before the probe) completes."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import builtins, verl_dgpo.local.hf_rollout as h;"
+        "assert getattr(h.HFRolloutServer._generate_batch, '__study_seeded__', False);"
+        "assert builtins.__build_class__ is __builtins__.__build_class__ if hasattr(__builtins__, '__build_class__') "
+        "else True;"
+        "import builtins as b; assert b.__build_class__.__module__ == 'builtins'; print('ok')"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="verl_dgpo.study.probe",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

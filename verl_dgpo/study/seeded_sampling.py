@@ -27,6 +27,8 @@ from typing import Optional
 
 import torch
 
+ROLLOUT_MODULE = "verl_dgpo.local.hf_rollout"
+
 
 def request_seed(seed: int, step: int, prompt: tuple[int, ...], occurrence: int) -> int:
     """A 63-bit seed that depends on exactly these four values."""
@@ -109,13 +111,39 @@ def seeded_generate_batch(original):
     return _generate_batch
 
 
+def _patch(server_cls) -> None:
+    if not getattr(server_cls._generate_batch, "__study_seeded__", False):
+        server_cls._generate_batch = seeded_generate_batch(server_cls._generate_batch)
+
+
 def install() -> bool:
-    """Swap the ``hf`` server's batch sampler for the seeded one (idempotent); False if the backend is absent."""
+    """Swap the ``hf`` server's batch sampler for the seeded one (idempotent).
+
+    In the rollout server's own process Ray imports :mod:`verl_dgpo.local.hf_rollout` first, that import
+    runs ``import verl``, and verl imports the study probe (hence this) while ``hf_rollout`` is still
+    half-executed, before its class exists. In that case the patch is applied the moment the class is
+    built: ``builtins.__build_class__`` is wrapped until ``HFRolloutServer`` of that module is created,
+    then restored.
+    """
+    import builtins
+    import sys
+
+    module = sys.modules.get(ROLLOUT_MODULE)
+    if module is not None and not hasattr(module, "HFRolloutServer"):  # half-imported: patch on creation
+        original_build = builtins.__build_class__
+
+        def build_class(func, name, *args, **kwargs):
+            cls = original_build(func, name, *args, **kwargs)
+            if name == "HFRolloutServer" and getattr(cls, "__module__", None) == ROLLOUT_MODULE:
+                builtins.__build_class__ = original_build
+                _patch(cls)
+            return cls
+
+        builtins.__build_class__ = build_class
+        return True
     try:
         from verl_dgpo.local import hf_rollout
     except ImportError:
         return False
-    server = hf_rollout.HFRolloutServer
-    if not getattr(server._generate_batch, "__study_seeded__", False):
-        server._generate_batch = seeded_generate_batch(server._generate_batch)
+    _patch(hf_rollout.HFRolloutServer)
     return True
