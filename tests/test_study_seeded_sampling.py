@@ -81,11 +81,10 @@ def test_seeded_sampler_is_installed_when_the_rollout_module_is_imported_first()
     import sys
 
     code = (
-        "import builtins, verl_dgpo.local.hf_rollout as h;"
-        "assert getattr(h.HFRolloutServer._generate_batch, '__study_seeded__', False);"
-        "assert builtins.__build_class__ is __builtins__.__build_class__ if hasattr(__builtins__, '__build_class__') "
-        "else True;"
-        "import builtins as b; assert b.__build_class__.__module__ == 'builtins'; print('ok')"
+        "import builtins, verl_dgpo.local.hf_rollout as h\n"
+        "assert getattr(h.HFRolloutServer._generate_batch, '__study_seeded__', False)\n"
+        "assert builtins.__build_class__.__module__ == 'builtins'  # the temporary hook is gone\n"
+        "print('ok')"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="verl_dgpo.study.probe",

@@ -3,7 +3,7 @@
 The warm start (``verl_dgpo.study.warm_start``) stops when its own sampler's held-out accuracy reaches
 ``target_accuracy`` (0.35 by default). This test re-measures it with Hugging Face ``generate`` (a
 different sampler and random stream) on the same held-out strings, scoring with the task's own reward,
-and checks the documented band: at least 0.25 and at most 0.55, i.e. competent but well below the ceiling.
+and checks the documented band (the warm start stops in [0.35, 0.5]; 0.30 to 0.55 here allows for sampling noise), i.e. competent but well below the ceiling.
 """
 
 import os
@@ -61,6 +61,6 @@ def test_warm_start_reaches_documented_heldout_accuracy(warm):
     responses = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     targets = [t for t in heldout for _ in range(samples)]
     accuracy = sum(score_copy(r, t) for r, t in zip(responses, targets)) / len(targets)
-    assert 0.25 <= accuracy <= 0.55, accuracy
+    assert 0.30 <= accuracy <= 0.55, accuracy
     # ... and the record's fresh re-measurement (another seed of the module's own sampler) agrees.
     assert abs(record["heldout_accuracy_remeasured"] - accuracy) < 0.1

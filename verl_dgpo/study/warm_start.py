@@ -5,7 +5,10 @@ module trains the tiny Qwen2 of :func:`verl_dgpo.local.assets.make_tiny_model` b
 ``prompt -> target + <|im_end|>`` (cross-entropy on the response tokens only, the prompt rendered with
 the same chat template verl's RL dataset uses), and **stops as soon as the held-out accuracy reaches
 ``target_accuracy``** (checked every ``eval_every`` optimizer steps), so the RL runs start from a policy
-that is competent but far from the ceiling.
+that is competent but far from the ceiling. Accuracy can jump between two checks (the copy skill is
+learnt in a sharp transition); when a check lands above ``max_accuracy``, training goes back to the
+last checked point below the band and continues with the learning rate halved and checks twice as
+often, until a check lands in ``[target_accuracy, max_accuracy]``.
 
 Accuracy is what the RL reward measures at the rollout's temperature: the mean of
 :func:`verl_dgpo.local.task.score_copy` over ``samples_per_prompt`` responses sampled at temperature
@@ -20,6 +23,7 @@ folder with the same spec is re-used.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -39,6 +43,9 @@ class WarmStartSpec:
     seed: int = 0
     heldout_size: int = 200
     target_accuracy: float = 0.35
+    max_accuracy: float = 0.5
+    max_reverts: int = 6
+    revert_lr_factor: float = 0.5
     max_steps: int = 3000
     batch_size: int = 64
     lr: float = 3e-3
@@ -56,8 +63,11 @@ class WarmStartSpec:
     def __post_init__(self):
         if not isinstance(self.digits, int) or self.digits < 1:
             raise ValueError(f"warm_start.digits must be an integer >= 1, got {self.digits!r}")
-        if not 0.0 < self.target_accuracy < 1.0:
-            raise ValueError(f"warm_start.target_accuracy must be in (0, 1), got {self.target_accuracy!r}")
+        if not 0.0 < self.target_accuracy <= self.max_accuracy < 1.0:
+            raise ValueError(
+                f"warm_start.target_accuracy and max_accuracy must satisfy 0 < target <= max < 1, got "
+                f"{self.target_accuracy!r} and {self.max_accuracy!r}"
+            )
         if self.heldout_size < 1 or self.heldout_size >= 10**self.digits:
             raise ValueError(
                 f"warm_start.heldout_size must be in [1, {10 ** self.digits - 1}] for digits={self.digits}, "
@@ -178,32 +188,53 @@ def train_warm_start(spec: WarmStartSpec, out_dir: str, log=print) -> dict:
     evaluate = dict(samples_per_prompt=spec.samples_per_prompt, temperature=spec.temperature,
                     max_new_tokens=spec.max_new_tokens)
 
+    def batches():
+        while True:
+            perm = torch.randperm(len(examples), generator=order).tolist()
+            for first in range(0, len(perm) - spec.batch_size + 1, spec.batch_size):
+                yield collate([examples[i] for i in perm[first : first + spec.batch_size]], tokenizer.pad_token_id)
+
+    def snapshot():
+        return step, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+
     history = []
-    step, accuracy = 0, 0.0
+    step, accuracy, lr, every, since_eval, reverts = 0, 0.0, spec.lr, spec.eval_every, 0, 0
+    saved = snapshot()
+    data = batches()
     while step < spec.max_steps:
-        perm = torch.randperm(len(examples), generator=order).tolist()
-        for start in range(0, len(perm) - spec.batch_size + 1, spec.batch_size):
-            batch = collate([examples[i] for i in perm[start : start + spec.batch_size]], tokenizer.pad_token_id)
-            loss = model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss = loss.detach()
-            step += 1
-            if step % spec.eval_every == 0 or step >= spec.max_steps:
-                accuracy = sampled_accuracy(model, tokenizer, heldout, seed=spec.seed, **evaluate)
-                history.append({"step": step, "loss": float(loss), "heldout_accuracy": accuracy})
-                log(f"warm start step {step}: loss {float(loss):.3f}, held-out sampled accuracy {accuracy:.3f}")
-                if accuracy >= spec.target_accuracy:
-                    break
-            if step >= spec.max_steps:
-                break
-        if accuracy >= spec.target_accuracy:
+        loss = model(**next(data)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss = loss.detach()
+        step += 1
+        since_eval += 1
+        if since_eval < every:
+            continue
+        since_eval = 0
+        accuracy = sampled_accuracy(model, tokenizer, heldout, seed=spec.seed, **evaluate)
+        history.append({"step": step, "lr": lr, "loss": float(loss), "heldout_accuracy": accuracy})
+        log(f"warm start step {step}: lr {lr:.2g}, loss {float(loss):.3f}, held-out sampled accuracy {accuracy:.3f}")
+        if accuracy < spec.target_accuracy:
+            saved = snapshot()
+        elif accuracy <= spec.max_accuracy:
             break
-    if accuracy < spec.target_accuracy:
+        elif reverts < spec.max_reverts:  # overshot the band: back to the last point below it, smaller steps
+            reverts += 1
+            step, model_state, optim_state = saved
+            model.load_state_dict(model_state)
+            optimizer.load_state_dict(optim_state)
+            lr *= spec.revert_lr_factor
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            every = max(1, every // 2)
+            log(f"warm start: {accuracy:.3f} > {spec.max_accuracy}; back to step {step}, lr {lr:.2g}, eval every {every}")
+        else:
+            break
+    if not spec.target_accuracy <= accuracy <= spec.max_accuracy:
         raise RuntimeError(
-            f"the warm start reached only {accuracy:.3f} held-out accuracy in warm_start.max_steps={spec.max_steps} "
-            f"steps (target {spec.target_accuracy}); raise max_steps or lr"
+            f"the warm start ended at {accuracy:.3f} held-out accuracy after {step} steps, outside the band "
+            f"[{spec.target_accuracy}, {spec.max_accuracy}]; change warm_start.lr, max_steps or the band"
         )
 
     model.eval()
