@@ -8,6 +8,10 @@ verl's ``PolicyLossConfig`` is a strict dataclass, so DGPO's two extra keys need
 
 (our ``dgpo_trainer.yaml`` sets the target and both keys, so there no ``+`` is needed). The trust-region
 bounds are verl's own ``actor_rollout_ref.actor.clip_ratio_low`` / ``clip_ratio_high``.
+
+The baselines' hyper-parameters live in the same subclass: CE-GPPO's ``ce_gppo_beta1`` / ``ce_gppo_beta2``
+(yaml: ``algorithm.ce_gppo.{beta1,beta2}``). GPPO, CE-GPPO and ASPO take their dual-clip constant ``c``
+from verl's own ``actor_rollout_ref.actor.clip_ratio_c`` (:func:`dual_clip_ratio`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,23 @@ def validate_dgpo_exponents(n: Any, m: Any) -> tuple[float, float]:
     )
 
 
+def validate_ce_gppo_betas(beta1: Any, beta2: Any) -> tuple[float, float]:
+    """Check CE-GPPO's β1 (LN weight scale) and β2 (HP weight scale): real numbers > 0."""
+    return (
+        require_number(f"{POLICY_LOSS_KEY}.ce_gppo_beta1", beta1, low_open=0.0,
+                       allowed="> 0 (the authors use 0.5 at 1.5B, 0.75 at 7B)"),
+        require_number(f"{POLICY_LOSS_KEY}.ce_gppo_beta2", beta2, low_open=0.0, allowed="> 0 (the authors use 1)"),
+    )  # fmt: skip
+
+
+def dual_clip_ratio(actor_config: Any) -> float:
+    """verl's ``clip_ratio_c`` (default 3, as in verl's ``vanilla``), checked to be > 1 like verl checks it."""
+    return require_number(
+        f"{ACTOR_KEY}.clip_ratio_c", actor_config.get("clip_ratio_c", 3.0), low_open=1.0,
+        allowed="> 1 (verl's default is 3; GPPO's and CE-GPPO's scripts use 10)",
+    )  # fmt: skip
+
+
 def trust_region(actor_config: Any) -> tuple[float, float]:
     """``(ε_low, ε_high)`` from a verl actor config, resolved and validated like verl's losses read them.
 
@@ -77,22 +98,41 @@ class DGPOPolicyLossConfig(PolicyLossConfig):
     Args:
         dgpo_n (float): LN-region exponent n ≥ 1: weight on ∇π decays as (r/(1-ε_low))^n for A<0, r<1-ε_low.
         dgpo_m (float): HP-region root m ≥ 1: weight on ∇π decays as ((1+ε_high)/r)^(1/m) for A>0, r>1+ε_high.
+        ce_gppo_beta1 (float): CE-GPPO's β1 > 0, the LN weight β1·(1-ε_low). Default 0.75, the CE-GPPO
+            authors' 7B training scripts (their 1.5B scripts use 0.5).
+        ce_gppo_beta2 (float): CE-GPPO's β2 > 0, the HP weight β2·(1+ε_high). Default 1, as in all their scripts.
     """
 
     dgpo_n: float = 1.0
     dgpo_m: float = 2.0
+    ce_gppo_beta1: float = 0.75
+    ce_gppo_beta2: float = 1.0
 
     def __post_init__(self):
         parent_post_init = getattr(super(), "__post_init__", None)
         if parent_post_init is not None:
             parent_post_init()
         n, m = validate_dgpo_exponents(self.dgpo_n, self.dgpo_m)
+        beta1, beta2 = validate_ce_gppo_betas(self.ce_gppo_beta1, self.ce_gppo_beta2)
         # Store the checked floats (fields are frozen after init, so bypass BaseConfig's guard).
         object.__setattr__(self, "dgpo_n", n)
         object.__setattr__(self, "dgpo_m", m)
+        object.__setattr__(self, "ce_gppo_beta1", beta1)
+        object.__setattr__(self, "ce_gppo_beta2", beta2)
+
+
+def _reader(policy_loss_config: Any):
+    """``get(key, default)`` over any policy-loss config: our subclass, a plain ``PolicyLossConfig``, a dict or None."""
+    return policy_loss_config.get if policy_loss_config is not None else (lambda key, default: default)
 
 
 def dgpo_exponents(policy_loss_config: Any) -> tuple[float, float]:
     """(n, m) from any policy-loss config: our subclass, a plain ``PolicyLossConfig`` (defaults) or a dict."""
-    get = policy_loss_config.get if policy_loss_config is not None else (lambda key, default: default)
+    get = _reader(policy_loss_config)
     return validate_dgpo_exponents(get("dgpo_n", 1.0), get("dgpo_m", 2.0))
+
+
+def ce_gppo_betas(policy_loss_config: Any) -> tuple[float, float]:
+    """(β1, β2) from any policy-loss config: our subclass, a plain ``PolicyLossConfig`` (defaults) or a dict."""
+    get = _reader(policy_loss_config)
+    return validate_ce_gppo_betas(get("ce_gppo_beta1", 0.75), get("ce_gppo_beta2", 1.0))

@@ -28,7 +28,7 @@ to ``inf`` and no ``0·inf`` can turn a gradient into NaN, even on tokens the ma
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -55,6 +55,8 @@ class TokenLoss(NamedTuple):
     weight: torch.Tensor  # detached gradient weight w on A·∇log π, per token
     log_ratio: torch.Tensor  # detached masked, clamped log r
     regions: Regions
+    #: tokens whose weight a dual clip changed (A<0 and r > c, ...), for methods that have one; else None
+    dual_clipped: Optional[torch.Tensor] = None
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
