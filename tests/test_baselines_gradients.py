@@ -1,7 +1,7 @@
 """Every method of the paper's tables, through verl's registry: gradient weights, extremes, on-policy limit.
 
-The expected weights are the table of issue 5 (and of ``/work/shared/paper/README.md``), written here
-independently of ``verl_dgpo``: w is the weight on A·∇log π, so with ``loss_agg_mode="token-sum"`` the
+The expected weights are the table of issue 5 (and of the paper notes), written independently of
+``verl_dgpo`` in ``tests/baseline_weight_table.py``: w is the weight on A·∇log π, so with ``loss_agg_mode="token-sum"`` the
 gradient of the loss with respect to ``log_prob`` is ``-A·w`` per token.
 """
 
@@ -17,6 +17,8 @@ from verl.workers.config import ActorConfig
 
 import verl_dgpo.registry  # noqa: F401  (registers the losses even without the entry point)
 from verl_dgpo.config import DGPOPolicyLossConfig
+
+from baseline_weight_table import table_weight as closed_form
 
 EPS_LOW, EPS_HIGH = 0.2, 0.28  # deliberately unequal
 BETA1, BETA2 = 0.6, 1.1  # CE-GPPO, not the defaults, so that the config is proven to reach the loss
@@ -45,43 +47,7 @@ def table_config(method: str, clip_ratio_c: float) -> ActorConfig:
 
 
 def table_weight(method: str, r: float, a: float, c: float) -> float:
-    """The issue's table, one token at a time (regions use strict inequalities)."""
-    if a == 0:
-        return 0.0  # the loss is -A·s: nothing flows, whatever w is
-    ln = a < 0 and r < 1 - EPS_LOW
-    hp = a > 0 and r > 1 + EPS_HIGH
-    lp = a > 0 and r < 1 - EPS_LOW
-    hn = a < 0 and r > 1 + EPS_HIGH
-    if method == "vanilla":
-        if ln or hp:
-            return 0.0
-        return 0.0 if (a < 0 and r > c) else r
-    if method == "cispo":
-        if ln or lp:
-            return 1 - EPS_LOW
-        if hp or hn:
-            return 1 + EPS_HIGH
-        return r
-    if method in ("gppo", "ce_gppo"):
-        b1, b2 = (1.0, 1.0) if method == "gppo" else (BETA1, BETA2)
-        if ln:
-            return b1 * (1 - EPS_LOW)
-        if hp:
-            return b2 * (1 + EPS_HIGH)
-        return 0.0 if (a < 0 and r > c) else r
-    if method == "aspo":
-        if ln or hp:
-            return 0.0
-        if a > 0:
-            return min(1 / r, c)
-        return c if r > c else r
-    if method == "dgpo":
-        if ln:
-            return r ** (DGPO_N + 1) / (1 - EPS_LOW) ** DGPO_N
-        if hp:
-            return (1 + EPS_HIGH) ** (1 / DGPO_M) * r ** (1 - 1 / DGPO_M)
-        return r
-    raise AssertionError(method)
+    return closed_form(method, r, a, eps_low=EPS_LOW, eps_high=EPS_HIGH, c=c, beta1=BETA1, beta2=BETA2, n=DGPO_N, m=DGPO_M)
 
 
 # Ratios in every region for both signs, away from the boundaries: LP below 1/c (ASPO's cap), LP, inside,

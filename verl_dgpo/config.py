@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
-from verl.workers.config import PolicyLossConfig
+from verl.workers.config import ActorConfig, PolicyLossConfig
 
 POLICY_LOSS_KEY = "actor_rollout_ref.actor.policy_loss"
 ACTOR_KEY = "actor_rollout_ref.actor"
@@ -136,3 +136,22 @@ def ce_gppo_betas(policy_loss_config: Any) -> tuple[float, float]:
     """(β1, β2) from any policy-loss config: our subclass, a plain ``PolicyLossConfig`` (defaults) or a dict."""
     get = _reader(policy_loss_config)
     return validate_ce_gppo_betas(get("ce_gppo_beta1", 0.75), get("ce_gppo_beta2", 1.0))
+
+
+def standalone_actor_config(
+    loss_mode: str, *, eps_low: float = 0.2, eps_high: float = 0.2, clip_ratio_c: float = 3.0, **policy_loss: Any
+) -> ActorConfig:
+    """A verl ``ActorConfig`` for calling a registered policy loss outside the trainer (scripts, benchmarks).
+
+    ``policy_loss`` are :class:`DGPOPolicyLossConfig` fields (``dgpo_n``, ``ce_gppo_beta1``, ...); the batch
+    sizes verl requires are set to 1 and play no part in any loss.
+    """
+    return ActorConfig(
+        strategy="fsdp",
+        ppo_micro_batch_size_per_gpu=1,
+        rollout_n=1,
+        clip_ratio_low=eps_low,
+        clip_ratio_high=eps_high,
+        clip_ratio_c=clip_ratio_c,
+        policy_loss=DGPOPolicyLossConfig(loss_mode=loss_mode, **policy_loss),
+    )
