@@ -77,10 +77,10 @@ def test_csv_weights_match_closed_forms_at_chosen_points(outputs, r_target):
         assert float(row["weight_pi"]) == pytest.approx(w / r, rel=1e-9, abs=1e-12), row
 
 
-def test_bad_hyper_parameter_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+def test_bad_hyper_parameter_is_a_clear_error_not_a_traceback(tmp_path, capsys, monkeypatch):
     spec = importlib.util.spec_from_file_location("plot_weights", ROOT / "scripts" / "plot_weights.py")
     script = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = script  # its dataclasses look their module up
+    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclasses look their module up
     spec.loader.exec_module(script)
     assert script.main(["--out-dir", str(tmp_path), "--beta1", "-1", "--points", "3"]) == 2
     assert "actor_rollout_ref.actor.policy_loss.ce_gppo_beta1=-1" in capsys.readouterr().err
