@@ -15,26 +15,18 @@ CE-GPPO   β1·(1-ε_l)     β2·(1+ε_h)     r              r; 0 once r > c    
 ASPO      0              0              min(1/r, c)    r; c once r > c      A>0: 1/r; A<0: r
 ========= ============== ============== ============== ==================== ===========================
 
-Every loss here is ``-A · s`` with the stop-gradient surrogate ``s = v + w·(ρ - sg(ρ))`` (``ρ = log r``,
-:func:`stop_gradient_surrogate`): its value is ``v`` (the value the authors' loss reports, see each function)
-and its derivative in ``log_prob`` is ``w``, both computed in closed form without gradient. The log-ratio
-comes from :func:`~verl_dgpo.losses.masked_log_ratio` (masked, clamped to ±20 like verl's losses), so no
-weight can overflow and masked tokens get an exactly zero gradient.
+Every loss here is ``-A · v`` per token, ``v`` the value the authors' loss reports (see each function), with
+derivative ``-A · w`` in ``log_prob``; both are closed forms computed without autograd and joined by
+:func:`~verl_dgpo.losses.closed_form_token_loss`, on the log-ratio of
+:func:`~verl_dgpo.losses.log_ratio_and_validity` (masked, clamped to ±20 like verl's losses), so no weight
+can overflow and masked tokens get an exactly zero gradient.
 """
 
 from __future__ import annotations
 
 import torch
 
-from verl_dgpo.losses import TokenLoss, masked_log_ratio, trust_region_regions
-
-
-def stop_gradient_surrogate(log_ratio: torch.Tensor, value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``v + w·(ρ - sg(ρ))``: numerically ``value``; its derivative with respect to ``log_prob`` is ``weight``.
-
-    ``value`` and ``weight`` must carry no gradient; ``log_ratio`` is the (masked) ``ρ`` that does.
-    """
-    return torch.addcmul(value, weight, log_ratio - log_ratio.detach())
+from verl_dgpo.losses import TokenLoss, closed_form_token_loss, log_ratio_and_validity, trust_region_regions
 
 
 def ce_gppo_token_loss(
@@ -57,16 +49,15 @@ def ce_gppo_token_loss(
     ``-β·(1∓ε)·r/sg(r)·A``). ``β1 = β2 = 1`` is GPPO (:func:`gppo_token_loss`).
     Tensors are ``(batch, response_length)``; ``clip_ratio_c > 1``.
     """
-    lr = masked_log_ratio(log_prob, old_log_prob, response_mask)
+    lr, valid = log_ratio_and_validity(log_prob, old_log_prob, response_mask)
     adv = advantages.to(lr.dtype)
     regions = trust_region_regions(lr, adv, eps_low, eps_high)
-    ratio = lr.detach().exp()
-    clipped = torch.where(regions.ln, beta1 * (1 - eps_low), torch.where(regions.hp, beta2 * (1 + eps_high), ratio))
-    dual_clipped = (adv < 0) & (clipped > clip_ratio_c)
-    value = clipped.masked_fill(dual_clipped, clip_ratio_c)
-    weight = clipped.masked_fill(dual_clipped, 0.0)
-    surrogate = stop_gradient_surrogate(lr, value, weight)
-    return TokenLoss(-adv * surrogate, weight, lr.detach(), regions, dual_clipped)
+    with torch.no_grad():
+        clipped = torch.where(regions.ln, beta1 * (1 - eps_low), torch.where(regions.hp, beta2 * (1 + eps_high), lr.exp()))
+        dual_clipped = (adv < 0) & (clipped > clip_ratio_c)
+        value = clipped.masked_fill(dual_clipped, clip_ratio_c)
+        weight = clipped.masked_fill_(dual_clipped, 0.0)
+    return closed_form_token_loss(log_prob, lr, valid, adv, value, weight, regions, dual_clipped)
 
 
 def gppo_token_loss(
@@ -114,17 +105,16 @@ def aspo_token_loss(
     clip uses the surrogate ``c·log π`` (value ``c·log π``, weight ``c``), the value here is ``c``: same
     gradient, a loss value on the same scale as the other tokens'.
     """
-    lr = masked_log_ratio(log_prob, old_log_prob, response_mask)
+    lr, valid = log_ratio_and_validity(log_prob, old_log_prob, response_mask)
     adv = advantages.to(lr.dtype)
     regions = trust_region_regions(lr, adv, eps_low, eps_high)
-    rho = lr.detach()
-    positive = adv > 0
-    # The ratio itself for A <= 0, its inverse for A > 0: one exp, bounded because |ρ| <= 20.
-    base = torch.where(positive, -rho, rho).exp()
-    dual_clipped = (base > clip_ratio_c) & (adv != 0)  # A<0: r > c; A>0: r < 1/c
-    capped = base.clamp(max=clip_ratio_c)
-    outside = regions.ln | regions.hp
-    weight = capped.masked_fill(outside, 0.0)
-    value = torch.where(outside, torch.where(positive, 1 / (1 + eps_high), 1 - eps_low), capped)
-    surrogate = stop_gradient_surrogate(lr, value, weight)
-    return TokenLoss(-adv * surrogate, weight, rho, regions, dual_clipped)
+    with torch.no_grad():
+        positive = adv > 0
+        # The ratio itself for A <= 0, its inverse for A > 0: one exp, bounded because |log r| <= 20.
+        base = torch.where(positive, lr.neg(), lr).exp_()
+        dual_clipped = (base > clip_ratio_c) & (adv != 0)  # A<0: r > c; A>0: r < 1/c
+        capped = base.clamp_(max=clip_ratio_c)
+        outside = regions.ln | regions.hp
+        weight = capped.masked_fill(outside, 0.0)
+        value = torch.where(outside, torch.where(positive, 1 / (1 + eps_high), 1 - eps_low), capped)
+    return closed_form_token_loss(log_prob, lr, valid, adv, value, weight, regions, dual_clipped)
