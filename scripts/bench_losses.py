@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# policy-loss benchmark: torch {torch.__version__}, device {args.device}, threads {args.threads}, "
           f"{repeats} timed rounds, median; peak memory: {memory_method}")  # fmt: skip
     if args.device == "cpu" and not args.no_memory:
-        print(f"# memory calibration: a 64 MiB tensor measures {cpu_peak_memory('calibration', None, None) / MiB:.1f} MiB")
+        calibration = cpu_peak_memory("calibration", None, None) / MiB
+        print(f"# memory calibration: a 64 MiB tensor measures {calibration:.1f} MiB")
 
     cases = [(batch, length, dtype_name) for batch, length in shapes for dtype_name in dtypes]
     memory = {case: {} for case in cases}

@@ -4,8 +4,8 @@
 The curves are measured, not drawn from formulas: for each method the registered verl policy loss
 (``get_policy_loss_fn(name)``, verl's own ``vanilla`` and ``cispo`` included) is differentiated with respect to
 ``log_prob`` on a grid of ratios, with ``loss_agg_mode="token-sum"`` and A = ±1, which gives the weight
-``w`` on ``A·∇log π``. Since ``∇log π = ∇π / π``, the weight on ``A·∇π`` is ``w/π = (w/r)/π_old``; the figure
-plots ``π_old × weight on ∇π = w/r`` (1 inside the trust region for every method), the paper's view.
+``w`` on ``A·∇log π``. Since ``∇log π = ∇π / π``, the weight on ``A·∇π`` is ``w/π = (w/r)/π_old``; the
+figure plots ``π_old × weight on ∇π = w/r`` (1 inside the trust region for every method), the paper's view.
 
 Writes a PNG (two panels) and a CSV in long form with columns
 ``method, label, advantage, r, weight_log_pi, weight_pi`` (``weight_log_pi = w``, ``weight_pi = w/r``).
@@ -45,7 +45,8 @@ def default_curves(beta1: float, beta2: float, dgpo_settings: list[tuple[float, 
         Curve("grpo", "GRPO (verl vanilla)", "vanilla"),
         Curve("cispo", "CISPO (verl cispo)", "cispo"),
         Curve("gppo", "GPPO", "gppo"),
-        Curve("ce_gppo", f"CE-GPPO (β1={beta1:g}, β2={beta2:g})", "ce_gppo", {"ce_gppo_beta1": beta1, "ce_gppo_beta2": beta2}),
+        Curve("ce_gppo", f"CE-GPPO (β1={beta1:g}, β2={beta2:g})", "ce_gppo",
+              {"ce_gppo_beta1": beta1, "ce_gppo_beta2": beta2}),  # fmt: skip
         Curve("aspo", "ASPO (fixed ε)", "aspo"),
     ]
     for n, m in dgpo_settings:

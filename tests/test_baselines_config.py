@@ -23,7 +23,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(verl_dgpo.__file__), "config")
 
 def compose_trainer(*overrides: str):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        config = compose("dgpo_trainer", overrides=["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1", *overrides])
+        batch = "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1"  # required by verl, irrelevant here
+        config = compose("dgpo_trainer", overrides=[batch, *overrides])
     OmegaConf.resolve(config)
     return config
 
@@ -58,7 +59,9 @@ def test_missing_config_is_a_clear_error(method):
 
 
 def test_algorithm_keys_reach_the_actor_policy_loss_config():
-    config = compose_trainer("algorithm.policy_loss=ce_gppo", "algorithm.ce_gppo.beta1=0.5", "algorithm.ce_gppo.beta2=1.25")
+    config = compose_trainer(
+        "algorithm.policy_loss=ce_gppo", "algorithm.ce_gppo.beta1=0.5", "algorithm.ce_gppo.beta2=1.25"
+    )
     policy_loss = config.actor_rollout_ref.actor.policy_loss
     assert policy_loss.loss_mode == "ce_gppo"
     assert (policy_loss.ce_gppo_beta1, policy_loss.ce_gppo_beta2) == (0.5, 1.25)

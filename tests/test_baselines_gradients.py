@@ -1,8 +1,8 @@
 """Every method of the paper's tables, through verl's registry: gradient weights, extremes, on-policy limit.
 
 The expected weights are the table of issue 5 (and of the paper notes), written independently of
-``verl_dgpo`` in ``tests/baseline_weight_table.py``: w is the weight on A·∇log π, so with ``loss_agg_mode="token-sum"`` the
-gradient of the loss with respect to ``log_prob`` is ``-A·w`` per token.
+``verl_dgpo`` in ``tests/baseline_weight_table.py``: w is the weight on A·∇log π, so with
+``loss_agg_mode="token-sum"`` the gradient of the loss with respect to ``log_prob`` is ``-A·w`` per token.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from verl.workers.config import ActorConfig
 
 import verl_dgpo.registry  # noqa: F401  (registers the losses even without the entry point)
 from verl_dgpo.config import DGPOPolicyLossConfig
+from verl_dgpo.losses import masked_log_ratio
 
 from baseline_weight_table import table_weight as closed_form
 
@@ -47,7 +48,8 @@ def table_config(method: str, clip_ratio_c: float) -> ActorConfig:
 
 
 def table_weight(method: str, r: float, a: float, c: float) -> float:
-    return closed_form(method, r, a, eps_low=EPS_LOW, eps_high=EPS_HIGH, c=c, beta1=BETA1, beta2=BETA2, n=DGPO_N, m=DGPO_M)
+    params = dict(eps_low=EPS_LOW, eps_high=EPS_HIGH, beta1=BETA1, beta2=BETA2, n=DGPO_N, m=DGPO_M)
+    return closed_form(method, r, a, c=c, **params)
 
 
 # Ratios in every region for both signs, away from the boundaries: LP below 1/c (ASPO's cap), LP, inside,
@@ -103,7 +105,8 @@ def test_ce_gppo_defaults_and_authors_1p5b_setting_scale_the_clipped_weights(bet
     log_prob = torch.tensor([[math.log(0.5), math.log(1.6)]], dtype=torch.float64)
     adv = torch.tensor([[-1.0, 1.0]], dtype=torch.float64)
     _, grad, _ = grad_of_loss("ce_gppo", config, old, log_prob, adv, torch.ones(1, 2, dtype=torch.bool))
-    torch.testing.assert_close(grad, torch.tensor([[beta1 * (1 - EPS_LOW), -beta2 * (1 + EPS_HIGH)]], dtype=torch.float64))
+    expected = torch.tensor([[beta1 * (1 - EPS_LOW), -beta2 * (1 + EPS_HIGH)]], dtype=torch.float64)
+    torch.testing.assert_close(grad, expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -172,3 +175,18 @@ def test_region_fractions_count_masked_tokens_out(method):
     fractions = [metrics[f"actor/{method}_{k}_frac"] for k in ("ln", "hp", "lp", "hn")]
     assert fractions == pytest.approx([0.2, 0.2, 0.2, 0.2])
     assert metrics["actor/pg_clipfrac"] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_shared_log_ratio_is_clamped_masked_and_has_unit_derivative_only_where_valid(dtype):
+    """The ratio set-up every loss of ours shares, like verl's: log r clamped to ±20, 0 and no gradient on padding."""
+    old = torch.tensor([[-1.0, -1.0, -1.0, -1.0, -1.0, -1.0]], dtype=dtype)
+    delta = torch.tensor([[0.5, -0.25, 30.0, -30.0, 20.0, 0.5]], dtype=dtype)
+    mask = torch.tensor([[True, True, True, True, True, False]])
+    log_prob = (old + delta).requires_grad_(True)
+    log_ratio = masked_log_ratio(log_prob, old, mask)
+    (log_ratio * torch.arange(1.0, 7.0)).sum().backward()  # distinct upstream gradients per token
+    assert log_ratio.dtype == torch.promote_types(dtype, torch.float32)
+    expected = torch.tensor([[0.5, -0.25, 20.0, -20.0, 20.0, 0.0]], dtype=log_ratio.dtype)
+    torch.testing.assert_close(log_ratio.detach(), expected)
+    assert log_prob.grad.tolist() == [[1.0, 2.0, 0.0, 0.0, 5.0, 0.0]]  # derivative 1 up to the bound, inclusive

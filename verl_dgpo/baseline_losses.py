@@ -53,7 +53,8 @@ def ce_gppo_token_loss(
     adv = advantages.to(lr.dtype)
     regions = trust_region_regions(lr, adv, eps_low, eps_high)
     with torch.no_grad():
-        clipped = torch.where(regions.ln, beta1 * (1 - eps_low), torch.where(regions.hp, beta2 * (1 + eps_high), lr.exp()))
+        high = torch.where(regions.hp, beta2 * (1 + eps_high), lr.exp())
+        clipped = torch.where(regions.ln, beta1 * (1 - eps_low), high)
         dual_clipped = (adv < 0) & (clipped > clip_ratio_c)
         value = clipped.masked_fill(dual_clipped, clip_ratio_c)
         weight = clipped.masked_fill_(dual_clipped, 0.0)
