@@ -21,6 +21,8 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         f"verl=={VERL_VERSION}",
+        # verl's default (v1) trainer needs TransferQueue (verl's own `verl-core` extra pins it so).
+        "TransferQueue>=0.1.10",
         # verl imports these at run time but does not declare them.
         "fastapi",
         "uvicorn",

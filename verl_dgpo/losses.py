@@ -17,16 +17,17 @@ inside otherwise                r                                      1/π_old
 Both decays equal the plain ratio at their boundary, so w is continuous in r. The loss's gradient with
 respect to ``log_prob`` is ``-A · w`` per token (before aggregation).
 
-The value of ``s`` is ``w`` itself. Both are computed without autograd, in closed form and in log space,
-``w = exp((1+k)·ρ + c)`` with ``ρ = log r``, ``k = n, c = -n·log(1-ε_l)`` on LN, ``k = -1/m,
-c = log(1+ε_h)/m`` on HP and ``k = c = 0`` elsewhere; :func:`with_gradient` then attaches the per-token
-derivative ``-A·w`` to the loss, so backward is one multiplication and the only tensor kept for it is that
-derivative (no chain of saved intermediates). There is a single ``exp`` and it only ever sees a log-ratio
-that was masked and clamped first (see :func:`log_ratio_and_validity`), so no branch can overflow to
-``inf`` and no ``0·inf`` can turn a gradient into NaN, even on tokens the mask drops; those tokens, and
-tokens beyond the clamp, get an exactly zero gradient. The baselines in :mod:`verl_dgpo.baseline_losses`
-are built from the same pieces (:func:`log_ratio_and_validity`, :func:`trust_region_regions`,
-:func:`closed_form_token_loss`).
+The surrogate is the stop-gradient expression ``s = exp(ρ + k·sg(ρ) + c)`` with ``ρ = log r``
+(:func:`dgpo_surrogate`): ``k = n, c = -n·log(1-ε_l)`` on LN, ``k = -1/m, c = log(1+ε_h)/m`` on HP,
+``k = c = 0`` elsewhere. Its value is ``exp((1+k)ρ + c) = w`` and its derivative in ``ρ`` is the same
+number. :func:`dgpo_token_loss` evaluates it without autograd and attaches the per-token derivative
+``-A·w`` to the loss with :func:`with_gradient`, so backward is one multiplication and the only tensor
+kept for it is that derivative (no chain of saved intermediates). There is a single ``exp`` and it only
+ever sees a log-ratio that was masked and clamped first (see :func:`log_ratio_and_validity`), so no branch
+can overflow to ``inf`` and no ``0·inf`` can turn a gradient into NaN, even on tokens the mask drops; those
+tokens, and tokens beyond the clamp, get an exactly zero gradient. The baselines in
+:mod:`verl_dgpo.baseline_losses` are built from the same pieces (:func:`log_ratio_and_validity`,
+:func:`trust_region_regions`, :func:`closed_form_token_loss`).
 """
 
 from __future__ import annotations
@@ -143,6 +144,29 @@ def trust_region_regions(
     return Regions(ln=neg & low, hp=pos & high, lp=pos & low, hn=neg & high)
 
 
+def dgpo_surrogate(
+    log_ratio: torch.Tensor,
+    frozen_log_ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    eps_low: float,
+    eps_high: float,
+    n: float = 1.0,
+    m: float = 2.0,
+) -> tuple[torch.Tensor, Regions]:
+    """``s = exp(ρ + k·ρ_frozen + c)`` with the regions, k and c taken from ``ρ_frozen``.
+
+    ``∂s/∂ρ = s``, and at ``ρ = ρ_frozen`` the value is the weight w of the module docstring.
+    :func:`dgpo_token_loss` passes ``ρ_frozen = sg(ρ)``; taking the frozen operand as an argument makes the
+    construction checkable by finite differences in ``ρ`` alone.
+    """
+    regions = trust_region_regions(frozen_log_ratio, advantages, eps_low, eps_high)
+    zero = torch.zeros((), dtype=log_ratio.dtype, device=log_ratio.device)
+    k = torch.where(regions.ln, n, torch.where(regions.hp, -1.0 / m, zero))
+    c = torch.where(regions.ln, -n * math.log1p(-eps_low), torch.where(regions.hp, math.log1p(eps_high) / m, zero))
+    return torch.exp(log_ratio + k * frozen_log_ratio + c), regions
+
+
 def closed_form_token_loss(
     log_prob: torch.Tensor,
     log_ratio: torch.Tensor,
@@ -191,15 +215,8 @@ def dgpo_token_loss(
     """
     lr, valid = log_ratio_and_validity(log_prob, old_log_prob, response_mask, log_ratio_bound)
     adv = advantages.to(lr.dtype)
-    regions = trust_region_regions(lr, adv, eps_low, eps_high)
-    with torch.no_grad():
-        # log w = (1+k)·ρ + c per region (module docstring); one exp of a bounded exponent.
-        log_weight = torch.where(
-            regions.ln,
-            lr.mul(n + 1).add_(-n * math.log1p(-eps_low)),
-            torch.where(regions.hp, lr.mul(1 - 1 / m).add_(math.log1p(eps_high) / m), lr),
-        )
-        weight = log_weight.exp_()
+    with torch.no_grad():  # at ρ_frozen = ρ the surrogate's value is the weight w (module docstring)
+        weight, regions = dgpo_surrogate(lr, lr, adv, eps_low=eps_low, eps_high=eps_high, n=n, m=m)
     return closed_form_token_loss(log_prob, lr, valid, adv, weight, weight, regions)
 
 

@@ -15,8 +15,8 @@ from verl.trainer.ppo.core_algos import agg_loss
 
 from verl_dgpo.advantages import group_normalized_advantage
 from verl_dgpo.baseline_losses import aspo_token_loss, ce_gppo_token_loss, gppo_token_loss
-from verl_dgpo.config import ce_gppo_betas, dgpo_exponents, dual_clip_ratio, trust_region
 from verl_dgpo.losses import TokenLoss, dgpo_token_loss
+from verl_dgpo.validation import ce_gppo_betas, dgpo_exponents, dual_clip_ratio, trust_region
 
 #: name -> function, for everything this module registers (``check_installed`` verifies each).
 REGISTERED_POLICY_LOSSES: dict[str, Callable] = {}
