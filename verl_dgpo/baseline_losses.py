@@ -53,8 +53,8 @@ def ce_gppo_token_loss(
     adv = advantages.to(lr.dtype)
     regions = trust_region_regions(lr, adv, eps_low, eps_high)
     with torch.no_grad():
-        high = torch.where(regions.hp, beta2 * (1 + eps_high), lr.exp())
-        clipped = torch.where(regions.ln, beta1 * (1 - eps_low), high)
+        clipped = lr.exp().masked_fill_(regions.hp, beta2 * (1 + eps_high))
+        clipped.masked_fill_(regions.ln, beta1 * (1 - eps_low))
         dual_clipped = (adv < 0) & (clipped > clip_ratio_c)
         value = clipped.masked_fill(dual_clipped, clip_ratio_c)
         weight = clipped.masked_fill_(dual_clipped, 0.0)
@@ -115,7 +115,6 @@ def aspo_token_loss(
         base = torch.where(positive, lr.neg(), lr).exp_()
         dual_clipped = (base > clip_ratio_c) & (adv != 0)  # A<0: r > c; A>0: r < 1/c
         capped = base.clamp_(max=clip_ratio_c)
-        outside = regions.ln | regions.hp
-        weight = capped.masked_fill(outside, 0.0)
-        value = torch.where(outside, torch.where(positive, 1 / (1 + eps_high), 1 - eps_low), capped)
+        value = capped.masked_fill(regions.hp, 1 / (1 + eps_high)).masked_fill_(regions.ln, 1 - eps_low)
+        weight = capped.masked_fill_(regions.ln | regions.hp, 0.0)
     return closed_form_token_loss(log_prob, lr, valid, adv, value, weight, regions, dual_clipped)
