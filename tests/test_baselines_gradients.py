@@ -190,3 +190,16 @@ def test_shared_log_ratio_is_clamped_masked_and_has_unit_derivative_only_where_v
     expected = torch.tensor([[0.5, -0.25, 20.0, -20.0, 20.0, 0.0]], dtype=log_ratio.dtype)
     torch.testing.assert_close(log_ratio.detach(), expected)
     assert log_prob.grad.tolist() == [[1.0, 2.0, 0.0, 0.0, 5.0, 0.0]]  # derivative 1 up to the bound, inclusive
+
+
+@pytest.mark.parametrize("method", OURS)
+def test_rollout_is_weights_scale_each_tokens_gradient(method):
+    pairs, old, log_prob, adv = region_batch()
+    mask = torch.ones_like(old, dtype=torch.bool)
+    is_weights = torch.linspace(0.5, 2.0, old.shape[-1], dtype=torch.float64).view(1, -1)
+    config = table_config(method, 3.0)
+    _, plain, _ = grad_of_loss(method, config, old, log_prob, adv, mask)
+    weighted_lp = log_prob.clone().requires_grad_(True)
+    loss, _ = get_policy_loss_fn(method)(old, weighted_lp, adv, mask, "token-sum", config, rollout_is_weights=is_weights)
+    loss.backward()
+    torch.testing.assert_close(weighted_lp.grad, plain * is_weights)
