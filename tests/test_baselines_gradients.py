@@ -16,7 +16,7 @@ from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config import ActorConfig
 
 import verl_dgpo.registry  # noqa: F401  (registers the losses even without the entry point)
-from verl_dgpo.config import DGPOPolicyLossConfig
+from verl_dgpo.config import standalone_actor_config
 from verl_dgpo.losses import masked_log_ratio
 
 from baseline_weight_table import table_weight as closed_form
@@ -30,15 +30,9 @@ OURS = ["gppo", "ce_gppo", "aspo", "dgpo"]
 
 
 def actor_config(loss_mode: str, clip_ratio_c: float = 3.0, **policy_loss) -> ActorConfig:
-    return ActorConfig(
-        strategy="fsdp",
-        ppo_micro_batch_size_per_gpu=1,
-        rollout_n=1,
-        clip_ratio_low=EPS_LOW,
-        clip_ratio_high=EPS_HIGH,
-        clip_ratio_c=clip_ratio_c,
-        policy_loss=DGPOPolicyLossConfig(loss_mode=loss_mode, **policy_loss),
-    )
+    """A real verl ActorConfig (batch sizes are irrelevant to a loss) with our policy-loss subclass."""
+    bounds = dict(eps_low=EPS_LOW, eps_high=EPS_HIGH, clip_ratio_c=clip_ratio_c)
+    return standalone_actor_config(loss_mode, **bounds, **policy_loss)
 
 
 def table_config(method: str, clip_ratio_c: float) -> ActorConfig:
@@ -200,6 +194,8 @@ def test_rollout_is_weights_scale_each_tokens_gradient(method):
     config = table_config(method, 3.0)
     _, plain, _ = grad_of_loss(method, config, old, log_prob, adv, mask)
     weighted_lp = log_prob.clone().requires_grad_(True)
-    loss, _ = get_policy_loss_fn(method)(old, weighted_lp, adv, mask, "token-sum", config, rollout_is_weights=is_weights)
+    loss, _ = get_policy_loss_fn(method)(
+        old, weighted_lp, adv, mask, "token-sum", config, rollout_is_weights=is_weights
+    )
     loss.backward()
     torch.testing.assert_close(weighted_lp.grad, plain * is_weights)
