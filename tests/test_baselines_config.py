@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import os
 
 import pytest
@@ -80,3 +81,18 @@ def test_bad_algorithm_ce_gppo_key_fails_when_the_actor_config_is_built():
     config = compose_trainer("algorithm.policy_loss=ce_gppo", "algorithm.ce_gppo.beta1=-1")
     with pytest.raises(Exception, match=r"actor_rollout_ref\.actor\.policy_loss\.ce_gppo_beta1=-1"):
         omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("algorithm.ce_gppo.beta2=0", "actor_rollout_ref.actor.policy_loss.ce_gppo_beta2=0"),
+        ("actor_rollout_ref.actor.clip_ratio_c=1.0", "actor_rollout_ref.actor.clip_ratio_c=1.0"),
+    ],
+)
+def test_driver_side_checks_name_a_bad_baseline_key_before_any_worker_starts(override, key):
+    from verl_dgpo.main import prepare
+
+    config = compose_trainer("algorithm.policy_loss=ce_gppo", override)
+    with pytest.raises(DGPOConfigError, match=re.escape(key)):
+        prepare(config)
