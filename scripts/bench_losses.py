@@ -5,11 +5,13 @@ Losses: verl's ``vanilla`` (GRPO, PPO clip with dual clip and its metrics) and `
 verl-dgpo registers (``dgpo``, ``gppo``, ``ce_gppo``, ``aspo``), each called exactly as verl's actor calls it
 (``get_policy_loss_fn(name)(...)``, token-mean, metrics included) and back-propagated to ``log_prob``.
 
-Time: median over ``--repeats`` of ``loss_fn(...)`` + ``backward()``, the losses interleaved round by round
-so that they share any drift of the machine; ratios are to ``vanilla`` in the same run. One intra-op thread
-by default (``--threads``): on a small shared machine, torch's thread pool otherwise measures contention.
+Time: the fastest of ``--repeats`` rounds of ``loss_fn(...)`` + ``backward()`` (``--stat median`` for the
+median; the minimum is the estimate least disturbed by other jobs on a shared machine), the losses
+interleaved round by round so that they share any drift of the machine; ratios are to ``vanilla`` in the
+same run. One intra-op thread by default (``--threads``): on a small shared machine, torch's thread pool
+otherwise measures contention.
 
-Peak memory (CPU): each case runs in a forked child that sets glibc's ``M_MMAP_THRESHOLD`` to 64 KiB (so every
+Peak memory (CPU): each case runs in a forked child that sets glibc's ``M_MMAP_THRESHOLD`` to 16 KiB (so every
 tensor buffer is its own ``mmap`` and is returned to the OS when freed), builds the inputs, runs the loss once
 to warm up, resets the kernel's resident-set high-water mark (``echo 5 > /proc/self/clear_refs``) and reports
 ``VmHWM - VmRSS`` around one more forward+backward: the extra resident memory the loss needed at its peak,
@@ -84,7 +86,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_losses(names, inputs, device, repeats, warmup=2) -> dict[str, float]:
+def time_losses(names, inputs, device, repeats, reduce=min, warmup=2) -> dict[str, float]:
     from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
     fns = {name: (get_policy_loss_fn(name), config_for(name)) for name in names}
@@ -98,7 +100,7 @@ def time_losses(names, inputs, device, repeats, warmup=2) -> dict[str, float]:
             _sync(device)
             if round_ >= warmup:
                 samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: reduce(values) for name, values in samples.items()}
 
 
 def _status_kib(field: str) -> int:
@@ -124,7 +126,7 @@ def _rss_peak_of(run) -> int:
 def _memory_child(name, shape, dtype, conn) -> None:
     try:
         torch.set_num_threads(1)
-        ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: fixed, so frees unmap
+        ctypes.CDLL("libc.so.6").mallopt(-3, 16 * 1024)  # M_MMAP_THRESHOLD: fixed, so frees unmap
         if name == "calibration":
             torch.ones(64 * MiB // 4)  # warm-up, as for the losses
             conn.send(_rss_peak_of(lambda: torch.ones(64 * MiB // 4)))
@@ -170,6 +172,20 @@ def cuda_peak_memory(name, inputs) -> int:
     return peak
 
 
+def peak_memories(names: list[str], case: tuple[int, int, str], device: str) -> dict[str, int]:
+    """Peak extra memory (bytes) of one forward+backward of each loss on one case.
+
+    Called for every case before this process runs any loss itself, so that no forked CPU child inherits a
+    heap of freed buffers that it could reuse without its resident set growing.
+    """
+    batch, length, dtype_name = case
+    dtype = DTYPES[dtype_name]
+    if device == "cpu":
+        return {name: cpu_peak_memory(name, (batch, length), dtype) for name in names}
+    inputs = make_inputs(batch, length, dtype, device)
+    return {name: cuda_peak_memory(name, inputs) for name in names}
+
+
 def parse_shape(text: str) -> tuple[int, int]:
     try:
         batch, length = (int(x) for x in text.lower().split("x"))
@@ -184,12 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", type=parse_shape, nargs="+", default=None, help="default: 64x8192 512x4096")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None, help="default: fp32 bf16")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 15; 5 with --quick)")
+    parser.add_argument("--stat", choices=["min", "median"], default="min", help="time statistic (default min)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--check", action="store_true", help="exit 1 if DGPO misses the target")
     args = parser.parse_args(argv)
-    shapes = args.shapes or ([(16, 1024)] if args.quick else [(64, 8192), (512, 4096)])
+    shapes = args.shapes or ([(16, 4096)] if args.quick else [(64, 8192), (512, 4096)])
     dtypes = args.dtypes or (["fp32"] if args.quick else ["fp32", "bf16"])
     repeats = args.repeats or (5 if args.quick else 15)
     torch.set_num_threads(args.threads)
@@ -197,32 +214,23 @@ def main(argv: list[str] | None = None) -> int:
     names = losses_to_bench()
     memory_method = "torch.cuda.max_memory_allocated" if args.device == "cuda" else "forked child, VmHWM - VmRSS"
     print(f"# policy-loss benchmark: torch {torch.__version__}, device {args.device}, threads {args.threads}, "
-          f"{repeats} timed rounds, median; peak memory: {memory_method}")  # fmt: skip
+          f"{args.stat} of {repeats} timed rounds; peak memory: {memory_method}")  # fmt: skip
+    if args.device == "cpu" and not args.no_memory and not os.path.exists("/proc/self/clear_refs"):
+        print("# peak memory: unavailable here (no /proc/self/clear_refs); measuring time only")
+        args.no_memory = True
     if args.device == "cpu" and not args.no_memory:
         calibration = cpu_peak_memory("calibration", None, None) / MiB
         print(f"# memory calibration: a 64 MiB tensor measures {calibration:.1f} MiB")
 
     cases = [(batch, length, dtype_name) for batch, length in shapes for dtype_name in dtypes]
-    memory = {case: {} for case in cases}
-    if not args.no_memory:
-        # All CPU children are forked before this process runs any loss, so that none of them inherits a heap
-        # of freed buffers it could reuse without its resident set growing.
-        for batch, length, dtype_name in cases:
-            dtype = DTYPES[dtype_name]
-            if args.device == "cpu":
-                measure = lambda name: cpu_peak_memory(name, (batch, length), dtype)  # noqa: E731
-            else:
-                inputs = make_inputs(batch, length, dtype, args.device)
-                measure = lambda name: cuda_peak_memory(name, inputs)  # noqa: E731
-            memory[batch, length, dtype_name] = {name: measure(name) for name in names}
-            inputs = None
+    memory = {case: ({} if args.no_memory else peak_memories(names, case, args.device)) for case in cases}
 
     missed = []
     for batch, length, dtype_name in cases:
         case = f"{batch}x{length} {dtype_name}"
         mem = memory[batch, length, dtype_name]
         inputs = make_inputs(batch, length, DTYPES[dtype_name], args.device)
-        times = time_losses(names, inputs, args.device, repeats)
+        times = time_losses(names, inputs, args.device, repeats, {"min": min, "median": statistics.median}[args.stat])
         del inputs
         print(f"\n## {case} ({batch * length:,} tokens)\n")
         print("| loss | time (ms) | time / vanilla | peak memory (MiB) | memory / vanilla |")
