@@ -83,10 +83,11 @@ def prepare(config: DictConfig) -> DictConfig:
 
         from verl.utils.config import omega_conf_to_dataclass
 
-        from verl_dgpo.validation import trust_region
+        from verl_dgpo.validation import dual_clip_ratio, trust_region
 
         actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # runs DGPOPolicyLossConfig's checks
         trust_region(actor)
+        dual_clip_ratio(actor)  # c of grpo/gppo/ce_gppo/aspo: fail here, not in a worker's first step
     except Exception as err:
         cause = user_error_in(err)
         if cause is None or cause is err:

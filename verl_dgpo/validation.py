@@ -1,4 +1,4 @@
-"""Validation of DGPO's hyper-parameters: pure Python, no verl import.
+"""Validation of DGPO's (and the baselines') hyper-parameters: pure Python, no verl import.
 
 Kept apart from :mod:`verl_dgpo.config` (which subclasses verl's config) so that the plugin module
 :mod:`verl_dgpo.registry`, which verl imports *during* ``import verl``, never imports verl's config
@@ -45,6 +45,23 @@ def validate_dgpo_exponents(n: Any, m: Any) -> tuple[float, float]:
     )
 
 
+def validate_ce_gppo_betas(beta1: Any, beta2: Any) -> tuple[float, float]:
+    """Check CE-GPPO's β1 (LN weight scale) and β2 (HP weight scale): real numbers > 0."""
+    return (
+        require_number(f"{POLICY_LOSS_KEY}.ce_gppo_beta1", beta1, low_open=0.0,
+                       allowed="> 0 (the authors use 0.5 at 1.5B, 0.75 at 7B)"),
+        require_number(f"{POLICY_LOSS_KEY}.ce_gppo_beta2", beta2, low_open=0.0, allowed="> 0 (the authors use 1)"),
+    )  # fmt: skip
+
+
+def dual_clip_ratio(actor_config: Any) -> float:
+    """verl's ``clip_ratio_c`` (default 3, as in verl's ``vanilla``), checked to be > 1 like verl checks it."""
+    return require_number(
+        f"{ACTOR_KEY}.clip_ratio_c", actor_config.get("clip_ratio_c", 3.0), low_open=1.0,
+        allowed="> 1 (verl's default is 3; GPPO's and CE-GPPO's scripts use 10)",
+    )  # fmt: skip
+
+
 def trust_region(actor_config: Any) -> tuple[float, float]:
     """``(ε_low, ε_high)`` from a verl actor config, resolved and validated like verl's losses read them.
 
@@ -61,7 +78,18 @@ def trust_region(actor_config: Any) -> tuple[float, float]:
     )
 
 
+def _reader(policy_loss_config: Any):
+    """``get(key, default)`` over any policy-loss config: our subclass, a plain ``PolicyLossConfig``, a dict or None."""
+    return policy_loss_config.get if policy_loss_config is not None else (lambda key, default: default)
+
+
 def dgpo_exponents(policy_loss_config: Any) -> tuple[float, float]:
     """(n, m) from any policy-loss config: our subclass, a plain ``PolicyLossConfig`` (defaults) or a dict."""
-    get = policy_loss_config.get if policy_loss_config is not None else (lambda key, default: default)
+    get = _reader(policy_loss_config)
     return validate_dgpo_exponents(get("dgpo_n", 1.0), get("dgpo_m", 2.0))
+
+
+def ce_gppo_betas(policy_loss_config: Any) -> tuple[float, float]:
+    """(β1, β2) from any policy-loss config: our subclass, a plain ``PolicyLossConfig`` (defaults) or a dict."""
+    get = _reader(policy_loss_config)
+    return validate_ce_gppo_betas(get("ce_gppo_beta1", 0.75), get("ce_gppo_beta2", 1.0))
