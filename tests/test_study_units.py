@@ -154,3 +154,14 @@ def test_report_statistics_from_csvs(tmp_path):
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     steps, mean, low, high = report.curves(report.load_runs(out, ["grpo"], [0, 1]), "reward")["grpo"]
     assert steps == [1, 2, 3, 4] and mean[1] == pytest.approx(0.4) and low[2] == 0.4 and high[2] == 0.9
+
+
+def test_finished_run_is_recognised_from_its_record(tmp_path):
+    settings = runs.StudySettings(steps=3, extra_overrides=("a=1",))
+    spec = runs.RunSpec("grpo", 0, settings, "/m")
+    directory = str(tmp_path)
+    (tmp_path / "metrics.csv").write_text("step\n")
+    (tmp_path / runs.RUN_RECORD).write_text(json.dumps({"identity": spec.identity(), "returncode": 0, "wall_s": 1.0}))
+    assert runs.finished_record(directory, spec) is not None
+    assert runs.finished_record(directory, runs.RunSpec("grpo", 1, settings, "/m")) is None
+    assert runs.finished_record(directory, runs.RunSpec("grpo", 0, runs.StudySettings(steps=4), "/m")) is None

@@ -135,8 +135,9 @@ class RunSpec:
         ]
 
     def identity(self) -> dict:
-        return {"method": self.method, "seed": self.seed, "settings": asdict(self.settings),
-                "model_path": self.model_path}
+        """JSON-normalised (tuples become lists), so it compares equal to its copy read back from run.json."""
+        return json.loads(json.dumps({"method": self.method, "seed": self.seed, "settings": asdict(self.settings),
+                                      "model_path": self.model_path}))
 
 
 def run_dir(out_dir: str, method: str, seed: int) -> str:
