@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warm-accuracy", type=float, default=WarmStartSpec.target_accuracy,
                    help="stop the SFT warm start at this held-out sampled accuracy (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=ReportSettings.threshold, help="reward threshold for 'steps to'")
+    p.add_argument("--threshold-window", type=int, default=ReportSettings.threshold_window,
+                   help="steps in the trailing mean compared with --threshold")
     p.add_argument("--final-window", type=int, default=ReportSettings.final_window)
     p.add_argument("--run-timeout", type=float, default=1800.0, help="seconds before one run is abandoned")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from existing CSVs")
@@ -76,7 +78,8 @@ def main(argv=None) -> int:
                     failures.append(str(err))
     elapsed = time.time() - started
 
-    report_settings = ReportSettings(threshold=args.threshold, final_window=args.final_window)
+    report_settings = ReportSettings(threshold=args.threshold, threshold_window=args.threshold_window,
+                                     final_window=args.final_window)
     cmd = "PYTHONPATH=. python scripts/compare_methods.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     header = "\n".join([
         "# Method comparison on CPU (verl's real trainer, copy-digits task, supervised warm start)",

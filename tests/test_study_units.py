@@ -136,7 +136,7 @@ def test_report_statistics_from_csvs(tmp_path):
     }
     for (m, s), (r, e, t, x) in data.items():
         _write_run(out, m, s, r, e, t, x)
-    settings = report.ReportSettings(threshold=0.8, final_window=2, collapse_fraction=0.1)
+    settings = report.ReportSettings(threshold=0.8, threshold_window=1, final_window=2, collapse_fraction=0.1)
     md, png, summaries = report.write_report(out, ["grpo", "dgpo"], [0, 1], settings)
     by = {s.method: s for s in summaries}
     g_final = [(0.9 + 0.8) / 2, (0.4 + 0.6) / 2]
@@ -165,3 +165,12 @@ def test_finished_run_is_recognised_from_its_record(tmp_path):
     assert runs.finished_record(directory, spec) is not None
     assert runs.finished_record(directory, runs.RunSpec("grpo", 1, settings, "/m")) is None
     assert runs.finished_record(directory, runs.RunSpec("grpo", 0, runs.StudySettings(steps=4), "/m")) is None
+
+
+@pytest.mark.parametrize("window,expected", [(1, 3), (2, 4), (3, 5), (6, None)])
+def test_steps_to_threshold_uses_trailing_mean(window, expected):
+    rewards = [0.2, 0.5, 0.9, 0.7, 0.9, 0.8]
+    rows = [{"step": i + 1, "reward": r} for i, r in enumerate(rewards)]
+    # hand: trailing means >= 0.8 -- w=1: step 3; w=2: (0.9+0.7)/2=0.8 at step 4; w=3: (0.9+0.7+0.9)/3 at step 5;
+    # w=6: means at steps 1..6 are 0.2, 0.35, 0.533, 0.575, 0.64, 0.667 -> never
+    assert report.first_step_reaching(rows, 0.8, window) == expected

@@ -4,8 +4,9 @@ Per method, over its seeds (each statistic below is documented in the table's le
 
 - **final reward**: per seed, the mean of ``reward`` over the last ``final_window`` steps; then mean ± std
   (population std, ``ddof=0``) over seeds;
-- **steps to threshold**: per seed, the first step whose ``reward`` is >= ``threshold``; reported as the
-  mean over the seeds that reached it, with ``k/N`` seeds that did (``-`` if none);
+- **steps to threshold**: per seed, the first step whose trailing mean ``reward`` over ``threshold_window``
+  steps is >= ``threshold`` (one step's batch reward of 64 samples is noisy); reported as the mean over the
+  seeds that reached it, with ``k/N`` seeds that did (``-`` if none);
 - **entropy collapse**: the number of seeds whose mean ``entropy`` over the last ``final_window`` steps is
   below ``collapse_fraction`` x their step-1 entropy;
 - **max ratio**: the largest ``ratio_max`` of any step of any seed (the probe's max of π/π_old over the
@@ -31,7 +32,8 @@ from verl_dgpo.study.runs import REFERENCE_METHOD, csv_path, read_csv
 
 @dataclass(frozen=True)
 class ReportSettings:
-    threshold: float = 0.8
+    threshold: float = 0.65
+    threshold_window: int = 3
     final_window: int = 5
     collapse_fraction: float = 0.1
 
@@ -78,6 +80,15 @@ def _finite(values):
     return [v for v in values if not math.isnan(v)]
 
 
+def first_step_reaching(rows: list[dict], threshold: float, window: int) -> Optional[int]:
+    """The first step whose trailing mean reward over ``window`` steps (fewer at the start) is >= ``threshold``."""
+    for i, row in enumerate(rows):
+        recent = [r["reward"] for r in rows[max(0, i - window + 1) : i + 1]]
+        if statistics.fmean(recent) >= threshold:
+            return row["step"]
+    return None
+
+
 def summarize(method: str, by_seed: dict[int, list[dict]], settings: ReportSettings) -> MethodSummary:
     w = settings.final_window
     final_rewards, to_threshold, collapsed, step_times = [], [], 0, []
@@ -85,7 +96,7 @@ def summarize(method: str, by_seed: dict[int, list[dict]], settings: ReportSetti
         rewards = [r["reward"] for r in rows]
         entropies = [r["entropy"] for r in rows]
         final_rewards.append(statistics.fmean(rewards[-w:]))
-        to_threshold.append(next((r["step"] for r in rows if r["reward"] >= settings.threshold), None))
+        to_threshold.append(first_step_reaching(rows, settings.threshold, settings.threshold_window))
         if statistics.fmean(entropies[-w:]) < settings.collapse_fraction * entropies[0]:
             collapsed += 1
         step_times.extend(r["step_time"] for r in rows[1:] or rows)
@@ -118,7 +129,8 @@ def summarize_all(runs: dict[str, dict[int, list[dict]]], settings: ReportSettin
 def markdown_table(summaries: list[MethodSummary], settings: ReportSettings, reference: str = REFERENCE_METHOD) -> str:
     w = settings.final_window
     header = (
-        f"| method | seeds | reward step 1 | final reward (last {w} steps, mean ± std) | steps to reward ≥ {settings.threshold:g} "
+        f"| method | seeds | reward step 1 | final reward (last {w} steps, mean ± std) "
+        f"| steps to reward ≥ {settings.threshold:g} ({settings.threshold_window}-step mean) "
         f"| seeds with entropy collapse | final entropy | max ratio π/π_old | out-of-region frac | step time vs {reference} |"
     )
     lines = [header, "|" + "---|" * 10]
@@ -138,7 +150,8 @@ def legend(settings: ReportSettings, reference: str = REFERENCE_METHOD) -> str:
     w = settings.final_window
     return "\n".join([
         f"- final reward: per seed the mean reward (critic/score/mean) of the last {w} steps; mean ± population std over seeds.",
-        f"- steps to reward ≥ {settings.threshold:g}: first step whose batch reward reaches it; mean over the seeds that did (k/N reached).",
+        f"- steps to reward ≥ {settings.threshold:g}: first step whose mean reward over the last {settings.threshold_window} steps "
+        "reaches it; mean over the seeds that did (k/N reached).",
         f"- entropy collapse: mean entropy (actor/entropy) of the last {w} steps < {settings.collapse_fraction:g} × step-1 entropy.",
         "- max ratio: largest π/π_old of any token in any update of any step and seed (study probe, exact max per step).",
         "- out-of-region frac: mean over steps and seeds of the fraction of tokens with r outside [1-ε_low, 1+ε_high] at update time.",
