@@ -81,6 +81,9 @@ class StudySettings:
     ppo_epochs: int = 2
     lr: float = 3e-4
     max_response_length: int = 4
+    # verl's balance_batch reorders a step's samples by length, ties broken by rollout arrival order, so the
+    # mini-batches' contents would depend on timing; with one rank it balances nothing. Off for reproducibility.
+    balance_batch: bool = False
     extra_overrides: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self):
@@ -111,6 +114,10 @@ class StudySettings:
             f"actor_rollout_ref.actor.optim.lr={self.lr}",
             f"trainer.total_training_steps={self.steps}",
             "trainer.save_freq=-1",
+            f"trainer.balance_batch={self.balance_batch}",
+            # verl's agent loop then names each request after its sample index; the study's seeded sampler
+            # (verl_dgpo.study.seeded_sampling) seeds each response from it
+            "actor_rollout_ref.rollout.full_determinism=True",
             "trainer.resume_mode=disable",
             *self.extra_overrides,
         ]

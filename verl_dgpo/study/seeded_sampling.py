@@ -7,12 +7,16 @@ order), not only on ``actor_rollout_ref.rollout.seed``. For a comparison whose s
 :func:`install` (called by the study probe, i.e. only in study runs) replaces the server's batch sampler
 with one where **every request draws from its own generator**, seeded by
 
-    sha256(rollout seed, training step, prompt token ids, occurrence of that prompt within the step)
+    sha256(rollout seed, training step, prompt token ids, request identity)
 
 and sampled by inverse CDF (``u ~ U[0,1)`` from that generator, token = first index whose cumulative
 probability exceeds ``u``). A request's response therefore depends only on the seed, the step, its
-prompt, the weights and which of the prompt's ``n`` copies it is — never on batching. (The ``n`` copies
-of a prompt are exchangeable: which copy gets occurrence index k changes nothing in the group.)
+prompt, the weights and which sample it is — never on batching. The request identity is verl's request id
+when it is deterministic (``det-<index of the sample in the batch>``, which verl's agent loop sends under
+``actor_rollout_ref.rollout.full_determinism=true``; the study sets it), so each sample of the training
+batch gets the same response on a rerun and the batch order — hence every mini-batch's floating-point
+sums — is reproduced. Otherwise it is the occurrence of the prompt within the step in arrival order (the
+``n`` copies of a prompt are exchangeable, so the group is reproduced up to the order of its samples).
 
 Same distribution as Hugging Face ``generate(do_sample=True)`` at temperature T with no top-p / top-k:
 softmax(logits / T) of the last position, left padding, positions from the attention mask. Other
@@ -22,17 +26,20 @@ returned are those of the raw (untempered) logits, as the server returns them.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 from typing import Optional
 
 import torch
 
 ROLLOUT_MODULE = "verl_dgpo.local.hf_rollout"
+#: verl's agent loop names requests ``det-<sample index>`` under ``actor_rollout_ref.rollout.full_determinism``.
+DETERMINISTIC_ID_PREFIX = "det-"
 
 
-def request_seed(seed: int, step: int, prompt: tuple[int, ...], occurrence: int) -> int:
-    """A 63-bit seed that depends on exactly these four values."""
-    digest = hashlib.sha256(repr((int(seed), int(step), tuple(prompt), int(occurrence))).encode()).digest()
+def request_seed(seed: int, step: int, prompt: tuple[int, ...], occurrence) -> int:
+    """A 63-bit seed that depends on exactly these four values (``occurrence``: an int or verl's request id)."""
+    digest = hashlib.sha256(repr((int(seed), int(step), tuple(prompt), occurrence)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
@@ -92,12 +99,18 @@ def seeded_generate_batch(original):
             seen.clear()
             seen["__step__"] = step
         base_seed = int(getattr(self.config, "seed", 0) or 0) + int(getattr(self, "replica_rank", 0))
+        ids = self.__dict__.get("_study_request_ids", {})
         generators = []
         for prompt in prompts:
             k = tuple(prompt)
-            occurrence = seen.get(k, 0)
-            seen[k] = occurrence + 1
-            generators.append(torch.Generator().manual_seed(request_seed(base_seed, step, k, occurrence)))
+            queue = ids.get(k)
+            request_id = queue.popleft() if queue else None
+            if isinstance(request_id, str) and request_id.startswith(DETERMINISTIC_ID_PREFIX):
+                identity = request_id  # verl's per-sample id: the response follows the sample, not arrival order
+            else:
+                identity = seen.get(k, 0)
+                seen[k] = identity + 1
+            generators.append(torch.Generator().manual_seed(request_seed(base_seed, step, k, identity)))
         tokens, logps = sample_batch(self.model, prompts, generators, temperature=float(temperature),
                                      max_new_tokens=max_new, pad_id=self.pad_id, eos_ids=self.eos_ids)
         results = []
@@ -111,9 +124,27 @@ def seeded_generate_batch(original):
     return _generate_batch
 
 
+def recording_generate(original):
+    """The server's ``generate``, which first files the request id under its prompt (FIFO per prompt).
+
+    The server appends each request to its queue synchronously, in call order, so the k-th queued copy of
+    a prompt in a batch is the k-th recorded id of that prompt.
+    """
+
+    async def generate(self, prompt_ids, sampling_params, request_id, *args, **kwargs):
+        ids = self.__dict__.setdefault("_study_request_ids", {})
+        ids.setdefault(tuple(prompt_ids), collections.deque()).append(request_id)
+        return await original(self, prompt_ids, sampling_params, request_id, *args, **kwargs)
+
+    generate.__study_seeded__ = True
+    return generate
+
+
 def _patch(server_cls) -> None:
     if not getattr(server_cls._generate_batch, "__study_seeded__", False):
         server_cls._generate_batch = seeded_generate_batch(server_cls._generate_batch)
+    if not getattr(server_cls.generate, "__study_seeded__", False):
+        server_cls.generate = recording_generate(server_cls.generate)
 
 
 def install() -> bool:
