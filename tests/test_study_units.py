@@ -174,3 +174,13 @@ def test_steps_to_threshold_uses_trailing_mean(window, expected):
     # hand: trailing means >= 0.8 -- w=1: step 3; w=2: (0.9+0.7)/2=0.8 at step 4; w=3: (0.9+0.7+0.9)/3 at step 5;
     # w=6: means at steps 1..6 are 0.2, 0.35, 0.533, 0.575, 0.64, 0.667 -> never
     assert report.first_step_reaching(rows, 0.8, window) == expected
+
+
+def test_diagnostics_table_means_and_median_max_ratio():
+    rows = lambda vals: [dict({c: 0.0 for c in runs.CSV_COLUMNS}, step=i + 1, ln_frac=v, ratio_max=10 * v + 1)
+                         for i, v in enumerate(vals)]
+    table = report.diagnostics_table({"dgpo": {0: rows([0.1, 0.3]), 1: rows([0.2, 0.6])}})
+    line = next(l for l in table.splitlines() if l.startswith("| dgpo |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == f"{(0.1 + 0.3 + 0.2 + 0.6) / 4:.4f}"          # mean LN fraction
+    assert cells[6] == f"{statistics.median([2.0, 4.0, 3.0, 7.0]):.3g}"  # median of per-step max ratios

@@ -146,6 +146,28 @@ def markdown_table(summaries: list[MethodSummary], settings: ReportSettings, ref
     return "\n".join(lines)
 
 
+DIAGNOSTIC_COLUMNS = (
+    ("ln_frac", "LN frac"), ("hp_frac", "HP frac"), ("lp_frac", "LP frac"), ("hn_frac", "HN frac"),
+    ("out_frac", "out-of-region frac"), ("ratio_max", "per-step max ratio (median)"), ("grad_norm", "grad norm"),
+    ("entropy", "entropy"),
+)
+
+
+def diagnostics_table(runs: dict[str, dict[int, list[dict]]]) -> str:
+    """Per method, over all steps and seeds: mean of each region fraction, grad norm and entropy, and the
+    median of the per-step max ratio (where the methods differ in how far the policy moves per step)."""
+    head = "| method | " + " | ".join(label for _, label in DIAGNOSTIC_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(DIAGNOSTIC_COLUMNS) + 1)]
+    for method, by_seed in runs.items():
+        cells = []
+        for column, _ in DIAGNOSTIC_COLUMNS:
+            values = _finite([r[column] for rows in by_seed.values() for r in rows])
+            value = statistics.median(values) if column == "ratio_max" else statistics.fmean(values)
+            cells.append(f"{value:.3g}" if column == "ratio_max" else f"{value:.4f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def legend(settings: ReportSettings, reference: str = REFERENCE_METHOD) -> str:
     w = settings.final_window
     return "\n".join([
@@ -214,6 +236,9 @@ def write_report(out_dir: str, methods: list[str], seeds: list[int], settings: R
         if header:
             f.write(header.rstrip() + "\n\n")
         f.write(markdown_table(summaries, settings) + "\n\n" + legend(settings) + "\n\n![curves](curves.png)\n")
+        f.write("\nWhere the methods differ (means over all steps and seeds; region fractions of tokens at update time, "
+                "LN: A<0, r<1-ε_low; HP: A>0, r>1+ε_high; LP: A>0, r<1-ε_low; HN: A<0, r>1+ε_high):\n\n")
+        f.write(diagnostics_table(runs) + "\n")
         if footer:
             f.write("\n" + footer.rstrip() + "\n")
     return md, png, summaries
