@@ -201,7 +201,10 @@ PANELS = (("reward", "reward (mean over batch)"), ("entropy", "token entropy"), 
 
 def plot(runs: dict[str, dict[int, list[dict]]], path: str, title: str = "") -> None:
     """PNG with one panel per :data:`PANELS` entry: mean over seeds (line) and min–max band."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError("the study's curves need matplotlib: `pip install matplotlib` (or the [test] extra)") from err
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
