@@ -4,11 +4,12 @@ For DGPO and for GRPO's loss (``vanilla``), each with 2 seeds (model init, task 
 Four default-length runs: several minutes on 2 cores, hence ``slow``.
 """
 
-import os
-
 import pytest
 
-from test_e2e_local import train  # tests/ is on sys.path under pytest (rootdir-relative import)
+try:  # tests/ is on sys.path under pytest's default import mode
+    from test_e2e_local import train
+except ImportError:  # tests/ imported as a package
+    from tests.test_e2e_local import train
 
 
 @pytest.mark.slow

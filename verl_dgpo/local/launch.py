@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from typing import Optional
@@ -89,7 +88,7 @@ def write_assets(assets_dir: str, spec: dict) -> dict[str, str]:
     return paths
 
 
-def fill_paths(config: DictConfig, paths: dict[str, str], output_dir: str) -> None:
+def fill_paths(config: DictConfig, paths: dict[str, str]) -> None:
     """Point every ``null`` path of the preset at the generated assets; make relative paths absolute."""
     from verl_dgpo.local import task
 
@@ -279,7 +278,7 @@ def activate(config: DictConfig):
     check_memory(float(lc.min_free_memory_gib))
     output_dir = os.path.abspath(os.path.expanduser(lc.output_dir))
     paths = write_assets(os.path.join(output_dir, "assets"), asset_spec(config))
-    fill_paths(config, paths, output_dir)
+    fill_paths(config, paths)
     check_resume(config)
     logs = os.path.join(output_dir, "logs")
     os.makedirs(logs, exist_ok=True)
