@@ -26,7 +26,7 @@ setup(
         "uvicorn",
         "cachetools",
         # math answer grading (verl_dgpo.reward); no extra: its antlr4 range admits hydra's 4.9.3.
-        "math-verify>=0.8",
+        "math-verify>=0.9",
         # data preparation, evaluation, tables
         "pandas",
         "pyarrow",

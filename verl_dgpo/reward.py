@@ -1,8 +1,8 @@
 """Math reward: 1.0 when the last ``\\boxed{}`` answer of a response equals the ground truth, else 0.0.
 
 ``compute_score(data_source, solution_str, ground_truth, extra_info=None)`` has verl's custom-reward
-signature, so verl uses it through ``reward.custom_reward_function.path=<this file>`` and
-``reward.custom_reward_function.name=compute_score``; the evaluator (:mod:`verl_dgpo.eval`) grades with
+signature, so verl uses it through ``reward.custom_reward_function.path=pkg://verl_dgpo.reward`` (or
+this file's path) and ``reward.custom_reward_function.name=compute_score``; the evaluator (:mod:`verl_dgpo.eval`) grades with
 the same function, so training rewards, validation metrics and final scores agree.
 
 Grading (our choice, the paper does not name its verifier):
@@ -14,17 +14,23 @@ Grading (our choice, the paper does not name its verifier):
    expressions, sets and intervals, with ``\\text{cm}``-style units dropped.
 
 Never hangs: math-verify bounds its own parse/verify time with ``signal.alarm``, which Python allows only
-in a process's main thread. There we call it directly. From any other thread (verl's reward workers
-call reward functions through ``loop.run_in_executor``, i.e. a thread pool; Ray actors; user thread pools)
-the grading runs in a spawned helper process that is killed after a hard wall-clock limit; where no child
-process can be started (a daemonic process) it runs in a watchdog thread that is abandoned on timeout.
-A timeout, a parse failure or any grader error scores 0.0 and never raises.
+in a process's main thread, and even there a signal cannot interrupt a long C-level operation (sympy
+evaluating ``9^{9^{9^9}}`` holds the interpreter for good). So every grading runs in a small pool of
+helper interpreters (``python -c ...serve_stdio()``, started on first use, shared by all threads): the
+helper grades in its main thread with math-verify's timeouts on, and the caller kills it after a hard
+wall-clock limit (:data:`HARD_TIMEOUT_S`) and starts a fresh one. This works the same from the main
+thread, verl's reward workers (which call reward functions through ``loop.run_in_executor``, a thread
+pool), Ray actors and daemonic processes. Where no child process can be started at all (or with
+``VERL_DGPO_GRADER_PROCESSES=0``) grading falls back to this process: math-verify's timeouts in the main
+thread, a watchdog thread elsewhere. A timeout, a parse failure or any grader error scores 0.0 and never
+raises.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
 import re
 import threading
@@ -114,92 +120,123 @@ def _grade_in_this_thread(predicted: str, gold: str) -> float:
         return 0.0
 
 
-def _serve(conn) -> None:
-    """Helper-process loop: receive (predicted, gold), send the score; runs in the child's main thread."""
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            return
-        if request is None:
-            return
-        conn.send(_grade_in_this_thread(*request))
+def serve_stdio() -> None:
+    """Grader-process loop: a JSON ``[predicted, gold]`` per stdin line -> the score on a stdout line.
+
+    Runs as ``python -c "from verl_dgpo.reward import serve_stdio; serve_stdio()"`` in the child's main
+    thread, where math-verify's signal timeouts work; the parent's hard limit covers what they cannot
+    interrupt (a long C-level big-integer operation holds the interpreter until it returns).
+    """
+    import json
+    import sys
+
+    for line in sys.stdin:
+        predicted, gold = json.loads(line)
+        sys.stdout.write(f"{_grade_in_this_thread(predicted, gold)}\n")
+        sys.stdout.flush()
 
 
 class _GraderProcess:
-    """One spawned child that grades in its main thread, so math-verify's signal timeouts work there."""
+    """One child interpreter (``subprocess``, so it also starts from daemonic processes) serving gradings."""
 
     def __init__(self) -> None:
-        import multiprocessing
+        import subprocess
+        import sys
 
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child_conn = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child_conn,), daemon=True, name="verl-dgpo-grader")
-        self.process.start()
-        child_conn.close()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from verl_dgpo.reward import serve_stdio; serve_stdio()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
 
     def grade(self, predicted: str, gold: str, timeout_s: float) -> Optional[float]:
         """The score, or ``None`` if the child did not answer in ``timeout_s`` (it is then killed)."""
-        self.conn.send((predicted, gold))
-        if self.conn.poll(timeout_s):
-            return float(self.conn.recv())
-        self.close(kill=True)
-        return None
+        import json
+        import select
+
+        self.process.stdin.write(json.dumps([predicted, gold]) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.close(kill=True)
+            return None
+        return float(line)
 
     def close(self, kill: bool = False) -> None:
         try:
             if kill:
                 self.process.kill()
             else:
-                self.conn.send(None)
-            self.process.join(timeout=5)
-        except Exception:  # already dead
-            pass
-        finally:
-            self.conn.close()
+                self.process.stdin.close()
+            self.process.wait(timeout=5)
+        except Exception:  # already gone, or stuck: make sure
+            self.process.kill()
 
 
 class _GraderPool:
-    """Idle helper processes shared by all threads; each grading borrows one and gives it back."""
+    """Grader processes shared by all threads: each grading borrows an idle one (at most ``size`` live)."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
+        self.size = size
         self._idle: "queue.SimpleQueue[_GraderProcess]" = queue.SimpleQueue()
-        self._all: list[_GraderProcess] = []
+        self._live = 0
         self._lock = threading.Lock()
-        self.can_spawn = True
+        self.usable = os.environ.get("VERL_DGPO_GRADER_PROCESSES", "1") != "0"
+
+    def _borrow(self) -> _GraderProcess:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            spawn = self._live < self.size
+            if spawn:
+                self._live += 1
+        if not spawn:
+            return self._idle.get()
+        try:
+            return _GraderProcess()
+        except BaseException:
+            with self._lock:
+                self._live -= 1
+            raise
 
     def grade(self, predicted: str, gold: str, timeout_s: float) -> Optional[float]:
-        try:
-            worker = self._idle.get_nowait()
-        except queue.Empty:
-            worker = _GraderProcess()
-            with self._lock:
-                self._all.append(worker)
+        worker = self._borrow()
         try:
             score = worker.grade(predicted, gold, timeout_s)
-        except (EOFError, OSError, BrokenPipeError):
+        except (OSError, ValueError):  # the child died: broken pipe, garbled line
             worker.close(kill=True)
             score = None
-        if score is not None:
-            self._idle.put(worker)
-        else:
+        if score is None:
             with self._lock:
-                self._all.remove(worker)
+                self._live -= 1
+        else:
+            self._idle.put(worker)
         return score
 
     def shutdown(self) -> None:
-        with self._lock:
-            workers, self._all = self._all, []
-        for worker in workers:
-            worker.close()
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
 
-_POOL = _GraderPool()
+_POOL = _GraderPool(size=max(2, os.cpu_count() or 2))
 atexit.register(_POOL.shutdown)
 
 
 def _grade_in_watchdog_thread(predicted: str, gold: str, timeout_s: float) -> float:
-    """Last resort where no child process can be started: a daemon thread, abandoned after ``timeout_s``."""
+    """Fallback where no child process can be started: a daemon thread, abandoned after ``timeout_s``.
+
+    Weaker than a process: the wait ends on time only if the grading thread lets the interpreter go
+    (a C-level big-integer operation does not); math-verify's signal timeouts are off in threads.
+    """
     result: list[float] = []
 
     def work() -> None:
@@ -222,15 +259,15 @@ def grade_answer(predicted: str, gold: str, timeout_s: float = HARD_TIMEOUT_S) -
     predicted, gold = normalize_answer(predicted), normalize_answer(gold)
     if not predicted or not gold:
         return 0.0
-    if threading.current_thread() is threading.main_thread():
-        return _grade_in_this_thread(predicted, gold)
-    if _POOL.can_spawn:
+    if _POOL.usable:
         try:
             score = _POOL.grade(predicted, gold, timeout_s)
             return 0.0 if score is None else score
-        except (AssertionError, OSError, RuntimeError) as err:  # e.g. "daemonic processes are not allowed to have children"
-            logger.warning("verl-dgpo reward: cannot start a grader process (%r); grading in watchdog threads", err)
-            _POOL.can_spawn = False
+        except OSError as err:  # cannot start a child interpreter here
+            logger.warning("verl-dgpo reward: no grader process (%r); grading in this process from now on", err)
+            _POOL.usable = False
+    if threading.current_thread() is threading.main_thread():
+        return _grade_in_this_thread(predicted, gold)
     return _grade_in_watchdog_thread(predicted, gold, timeout_s)
 
 
