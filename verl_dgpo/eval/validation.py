@@ -71,3 +71,25 @@ class PassAtKValidationMixin:
 def with_pass_at_k(trainer_cls: type) -> type:
     """``trainer_cls`` with :class:`PassAtKValidationMixin` in front (a new subclass; verl is not patched)."""
     return type(trainer_cls.__name__ + "WithPassAtK", (PassAtKValidationMixin, trainer_cls), {})
+
+
+def register_pass_at_k_trainers() -> list[str]:
+    """Register ``<mode>_pass_at_k`` for each of verl's v1 trainer modes (``sync``, ``colocate_async``, ...).
+
+    Only adds names to verl's trainer registry (``trainer.v1.trainer_mode=sync_pass_at_k`` selects one);
+    verl's own trainers are untouched. Returns the names registered; none when verl's v1 trainer cannot be
+    imported (it needs the ``transfer_queue`` package).
+    """
+    try:
+        from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
+    except ImportError:
+        return []
+    names = []
+    for mode, cls in list(TRAINER_REGISTRY.items()):
+        if mode.endswith("_pass_at_k"):
+            continue
+        name = f"{mode}_pass_at_k"
+        if name not in TRAINER_REGISTRY:
+            register_trainer(name)(with_pass_at_k(cls))
+        names.append(name)
+    return names
