@@ -132,6 +132,16 @@ def test_in_process_fallback_gives_the_same_verdicts(monkeypatch):
     assert _score_all_in_a_thread(easy) == [float(c["expected"]) for c in easy]
 
 
+def test_grader_that_cannot_start_falls_back_to_this_process(monkeypatch):
+    monkeypatch.setattr(reward, "_POOL", reward._GraderPool(size=2))
+    monkeypatch.setattr(reward, "GRADER_CODE", "import sys; sys.exit(3)")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(grade_answer, "\\dfrac12", "0.5").result(timeout=60) == 1.0
+        assert pool.submit(grade_answer, "2", "0.5").result(timeout=60) == 0.0
+    assert reward._POOL.usable is False
+    assert grade_answer("0.5", "\\frac{1}{2}") == 1.0  # main thread: in-process with signal timeouts
+
+
 def test_watchdog_abandons_a_slow_grading(monkeypatch):
     monkeypatch.setattr(reward._POOL, "usable", False)
     monkeypatch.setattr(reward, "_verify_answers", lambda p, g, timeouts: time.sleep(30) or 1.0)

@@ -45,6 +45,12 @@ VERIFY_TIMEOUT_S = 5
 HARD_TIMEOUT_S = 30.0
 """Wall-clock limit of one grading outside the main thread (helper process killed, or thread abandoned)."""
 
+STARTUP_TIMEOUT_S = 120.0
+"""How long a new grader process may take to import math-verify and say it is ready."""
+GRADER_CODE = "from verl_dgpo.reward import serve_stdio; serve_stdio()"
+"""What a grader process runs (``python -c``)."""
+_READY = "verl-dgpo-grader-ready"
+
 _BOXED_COMMANDS = ("\\boxed", "\\fbox")
 
 
@@ -130,6 +136,10 @@ def serve_stdio() -> None:
     import json
     import sys
 
+    import math_verify  # noqa: F401  (fail here, before the handshake, if it is missing)
+
+    sys.stdout.write(_READY + "\n")
+    sys.stdout.flush()
     for line in sys.stdin:
         predicted, gold = json.loads(line)
         sys.stdout.write(f"{_grade_in_this_thread(predicted, gold)}\n")
@@ -144,23 +154,30 @@ class _GraderProcess:
         import sys
 
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from verl_dgpo.reward import serve_stdio; serve_stdio()"],
+            [sys.executable, "-c", GRADER_CODE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
             bufsize=1,
         )
+        if self._read_line(STARTUP_TIMEOUT_S) != _READY:  # e.g. verl_dgpo or math_verify not importable there
+            self.close(kill=True)
+            raise OSError(f"grader process did not start ({sys.executable} -c {GRADER_CODE!r})")
+
+    def _read_line(self, timeout_s: float) -> str:
+        import select
+
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        return self.process.stdout.readline().strip() if ready else ""
 
     def grade(self, predicted: str, gold: str, timeout_s: float) -> Optional[float]:
         """The score, or ``None`` if the child did not answer in ``timeout_s`` (it is then killed)."""
         import json
-        import select
 
         self.process.stdin.write(json.dumps([predicted, gold]) + "\n")
         self.process.stdin.flush()
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
-        line = self.process.stdout.readline() if ready else ""
+        line = self._read_line(timeout_s)
         if not line:
             self.close(kill=True)
             return None
@@ -188,16 +205,19 @@ class _GraderPool:
         self.usable = os.environ.get("VERL_DGPO_GRADER_PROCESSES", "1") != "0"
 
     def _borrow(self) -> _GraderProcess:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            spawn = self._live < self.size
+        wait = 0.0
+        while True:  # an idle grader, or room for a new one (a killed grader frees its place)
+            try:
+                return self._idle.get(timeout=wait) if wait else self._idle.get_nowait()
+            except queue.Empty:
+                pass
+            with self._lock:
+                spawn = self._live < self.size
+                if spawn:
+                    self._live += 1
             if spawn:
-                self._live += 1
-        if not spawn:
-            return self._idle.get()
+                break
+            wait = 0.1
         try:
             return _GraderProcess()
         except BaseException:
@@ -264,7 +284,7 @@ def grade_answer(predicted: str, gold: str, timeout_s: float = HARD_TIMEOUT_S) -
             score = _POOL.grade(predicted, gold, timeout_s)
             return 0.0 if score is None else score
         except OSError as err:  # cannot start a child interpreter here
-            logger.warning("verl-dgpo reward: no grader process (%r); grading in this process from now on", err)
+            logger.warning("verl-dgpo reward: no grader process (%s); grading in this process from now on", err)
             _POOL.usable = False
     if threading.current_thread() is threading.main_thread():
         return _grade_in_this_thread(predicted, gold)

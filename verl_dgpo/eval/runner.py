@@ -250,18 +250,16 @@ def main(argv=None) -> int:
             path = os.path.join(args.out, name)
             if os.path.exists(path):
                 os.remove(path)
+    from verl_dgpo.eval.generation import vllm_available
+
+    uses_vllm = args.backend == "vllm" or (args.backend == "auto" and vllm_available())
     backend_kwargs = {"dtype": args.dtype}
-    if args.backend != "hf":
+    if uses_vllm:
         backend_kwargs.update(
             tensor_parallel_size=args.tensor_parallel_size,
             max_model_len=args.max_model_len,
             gpu_memory_utilization=args.gpu_memory_utilization,
         )
-    from verl_dgpo.eval.generation import vllm_available
-
-    uses_vllm = args.backend == "vllm" or (args.backend == "auto" and vllm_available())
-    if not uses_vllm:
-        backend_kwargs = {"dtype": args.dtype}
     chunk = args.chunk_size or (64 if uses_vllm else 1)
     try:
         summary = evaluate(
@@ -275,7 +273,7 @@ def main(argv=None) -> int:
             progress=not args.no_progress,
             **backend_kwargs,
         )
-    except EvalError as err:
+    except (EvalError, ValueError) as err:  # bad input, a refused resume, a missing back-end
         print(f"verl_dgpo.eval: {err}", file=sys.stderr)
         return 2
     k = sampling.k
