@@ -3,7 +3,6 @@ without regenerating finished problems and ends with the summary of an uninterru
 A scripted generator gives known, mixed verdicts (the tiny random model's answers are all wrong)."""
 
 import json
-import os
 import random
 from math import comb
 

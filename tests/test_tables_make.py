@@ -1,6 +1,5 @@
 """make_tables on synthetic summaries prints our figures, the paper's and their difference in the right cells."""
 
-import csv
 import os
 import subprocess
 import sys
@@ -75,7 +74,6 @@ def test_markdown_cells_hold_ours_paper_and_difference(files, tmp_path):
 
 
 def test_extra_methods_and_sizes_get_rows(files):
-    import json
 
     paper = load_paper()
     ours = {("DGPO-n2", "1.5B"): summary(DGPO_15), ("DGPO", "14B"): summary(DGPO_15)}

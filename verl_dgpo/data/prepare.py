@@ -143,8 +143,10 @@ def convert(
             raise DataPrepError(f"{spec.name}: no problem column; looked for {list(spec.problem_keys)}, found {sorted(columns)}")
         if not columns & (set(spec.answer_keys) | {"solution"}):
             raise DataPrepError(f"{spec.name}: no answer column; looked for {list(spec.answer_keys)}, found {sorted(columns)}")
+    from tqdm.auto import tqdm
+
     seen: dict[str, tuple[int, str]] = {}
-    for idx, row in enumerate(records):
+    for idx, row in enumerate(tqdm(records, desc=f"check {spec.name}", disable=len(records) < 1000)):
         _, rid = _first(row, spec.id_keys)
         rid = str(rid if rid is not None else idx)
         _, problem = _first(row, spec.problem_keys)

@@ -12,7 +12,6 @@ benchmarks' figures. Pure Python: no torch, no verl.
 from __future__ import annotations
 
 from collections import defaultdict
-from math import comb
 from typing import Iterable, Mapping, Sequence
 
 
