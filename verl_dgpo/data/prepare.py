@@ -65,8 +65,8 @@ class Prepared:
 def load_records(source: str, config: Optional[str] = None, split: Optional[str] = None) -> list[dict]:
     """Rows of a local ``.json``/``.jsonl``/``.parquet`` file, or of a Hugging Face dataset id."""
     if source.endswith(LOCAL_SUFFIXES) or os.path.exists(source):
-        if not os.path.exists(source):
-            raise DataPrepError(f"local data file {source!r} does not exist")
+        if not os.path.isfile(source):
+            raise DataPrepError(f"local data file {source!r} does not exist (or is not a file)")
         if source.endswith(".parquet"):
             import pandas as pd
 
