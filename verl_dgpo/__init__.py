@@ -32,18 +32,18 @@ def check_installed() -> None:
             f"no '{ENTRY_POINT_GROUP}' entry point points at {ENTRY_POINT_VALUE}: verl-dgpo is not installed in "
             f"this environment ({sys.executable}). Install it with `pip install -e .` from the checkout."
         )
+    policy = os.environ.get("VERL_USE_EXTERNAL_PLUGINS", "auto").strip().lower()
+    if policy == "none" or (policy != "auto" and "dgpo" not in {p.strip() for p in policy.split(",")}):
+        raise PluginNotInstalledError(
+            f"VERL_USE_EXTERNAL_PLUGINS={policy!r} stops `import verl` from loading verl-dgpo in Ray workers; "
+            "unset it or add 'dgpo' to it."
+        )
     import verl  # noqa: F401  (loads the entry points)
 
-    if ENTRY_POINT_VALUE not in sys.modules:
-        policy = os.environ.get("VERL_USE_EXTERNAL_PLUGINS", "auto")
-        try:
-            importlib.import_module(ENTRY_POINT_VALUE)
-        except Exception as err:  # surface the error verl swallowed
-            raise PluginNotInstalledError(f"verl could not import its plugin {ENTRY_POINT_VALUE}: {err!r}") from err
-        raise PluginNotInstalledError(
-            f"`import verl` did not load {ENTRY_POINT_VALUE} (VERL_USE_EXTERNAL_PLUGINS={policy!r}); "
-            "unset VERL_USE_EXTERNAL_PLUGINS or add 'dgpo' to it."
-        )
+    try:  # a no-op when verl loaded it; otherwise this raises the error verl swallowed at DEBUG level
+        importlib.import_module(ENTRY_POINT_VALUE)
+    except Exception as err:
+        raise PluginNotInstalledError(f"verl could not import its plugin {ENTRY_POINT_VALUE}: {err!r}") from err
 
     from verl.trainer.ppo import core_algos
 

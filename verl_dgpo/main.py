@@ -14,10 +14,10 @@ import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError
 
-from verl_dgpo import check_installed
-from verl_dgpo.methods import verl_loss_mode
+from verl_dgpo import PluginNotInstalledError, check_installed
+from verl_dgpo.methods import UnknownMethodError, verl_loss_mode
+from verl_dgpo.validation import DGPOConfigError
 from verl_dgpo.version import VERL_VERSION
 
 OmegaConf.register_new_resolver("dgpo_loss_mode", verl_loss_mode, replace=True)
@@ -27,11 +27,28 @@ class ConfigError(ValueError):
     """The composed training config is invalid; the message names the key."""
 
 
+class VerlVersionError(RuntimeError):
+    """The installed verl is not the release this package is pinned to."""
+
+
+#: Errors that are the user's to fix: printed as one clear line, no traceback.
+USER_ERRORS = (ConfigError, DGPOConfigError, UnknownMethodError, PluginNotInstalledError, VerlVersionError)
+
+
+def user_error_in(err: BaseException):
+    """The first of ``USER_ERRORS`` in ``err``'s cause chain (hydra and OmegaConf wrap them), or None."""
+    while err is not None:
+        if isinstance(err, USER_ERRORS):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def check_verl_version() -> None:
     import verl
 
     if verl.__version__ != VERL_VERSION:
-        raise RuntimeError(
+        raise VerlVersionError(
             f"verl-dgpo is built and tested against verl=={VERL_VERSION}, but verl=={verl.__version__} is installed. "
             f"Run `pip install verl=={VERL_VERSION}`."
         )
@@ -62,22 +79,42 @@ def prepare(config: DictConfig) -> DictConfig:
     check_verl_version()
     try:
         OmegaConf.resolve(config)
-    except InterpolationResolutionError as err:
-        raise ConfigError(str(err)) from err
-    check_adv_estimator(config)
+        check_adv_estimator(config)
 
-    from verl.utils.config import omega_conf_to_dataclass
+        from verl.utils.config import omega_conf_to_dataclass
 
-    from verl_dgpo.config import trust_region
+        from verl_dgpo.validation import dual_clip_ratio, trust_region
 
-    actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # runs DGPOPolicyLossConfig's checks
-    trust_region(actor)
+        actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # runs DGPOPolicyLossConfig's checks
+        trust_region(actor)
+        dual_clip_ratio(actor)  # c of grpo/gppo/ce_gppo/aspo: fail here, not in a worker's first step
+    except Exception as err:
+        cause = user_error_in(err)
+        if cause is None or cause is err:
+            raise
+        raise cause from err
+    use_grpo_session_handling(config)
     # Make every Ray worker import the plugin eagerly and fail loudly if it cannot (verl's entry-point
     # loading would only log the failure at DEBUG level).
     modules = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m]
     if "verl_dgpo.registry" not in modules:
         os.environ["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules + ["verl_dgpo.registry"])
     return config
+
+
+def use_grpo_session_handling(config: DictConfig) -> None:
+    """Hand verl's v1 trainer ``grpo`` where the user chose ``dgpo``.
+
+    The two estimators are numerically identical (tests/test_dgpo_estimator.py), but verl 0.9.1's v1
+    trainer gives multi-turn sessions their special handling (only each session's final output enters
+    the group statistics) when the estimator is literally ``grpo``
+    (``verl/trainer/ppo/v1/utils.py::compute_advantage_for_multi_trajectories``). Renaming it in the
+    config the driver hands to verl gives ``dgpo`` every behaviour verl gives GRPO, with no patch of verl.
+    The v0 trainer has no such case, and there the ``dgpo`` estimator itself runs.
+    """
+    if config.trainer.get("use_v1", False) and config.algorithm.adv_estimator == "dgpo":
+        print("verl-dgpo: algorithm.adv_estimator=dgpo is passed to verl's v1 trainer as 'grpo' (identical advantages).")
+        config.algorithm.adv_estimator = "grpo"
 
 
 def task_runner_class(config: DictConfig):
@@ -108,15 +145,21 @@ def run(config: DictConfig) -> None:
     run_ppo(config, task_runner_class=runner or task_runner_class(config))
 
 
-@hydra.main(config_path="config", config_name="dgpo_trainer", version_base=None)
+#: Our yaml folder, as a file-system path: the package-relative form would name the module
+#: ``verl_dgpo.config`` (config.py) when run as a console script, not this folder.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="dgpo_trainer", version_base=None)
 def _hydra_main(config: DictConfig) -> None:
     try:
         run(config)
-    except (ConfigError, ValueError) as err:
-        if type(err).__module__.startswith("verl_dgpo"):
-            print(f"verl-dgpo: configuration error: {err}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    except Exception as err:
+        cause = user_error_in(err)
+        if cause is None:
+            raise
+        print(f"verl-dgpo: error: {cause}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main() -> None:

@@ -1,0 +1,256 @@
+#!/usr/bin/env python
+"""Forward+backward time and peak memory of every registered policy loss, as ratios to verl's ``vanilla``.
+
+Losses: verl's ``vanilla`` (GRPO, PPO clip with dual clip and its metrics) and ``cispo``, and every loss
+verl-dgpo registers (``dgpo``, ``gppo``, ``ce_gppo``, ``aspo``), each called exactly as verl's actor calls it
+(``get_policy_loss_fn(name)(...)``, token-mean, metrics included) and back-propagated to ``log_prob``.
+
+Time: the fastest of ``--repeats`` rounds of ``loss_fn(...)`` + ``backward()`` (``--stat median`` for the
+median; the minimum is the estimate least disturbed by other jobs on a shared machine), the losses
+interleaved round by round so that they share any drift of the machine; ratios are to ``vanilla`` in the
+same run. One intra-op thread by default (``--threads``): on a small shared machine, torch's thread pool
+otherwise measures contention.
+
+Peak memory (CPU): each case runs in a forked child that sets glibc's ``M_MMAP_THRESHOLD`` to 16 KiB (so every
+tensor buffer is its own ``mmap`` and is returned to the OS when freed), builds the inputs, runs the loss once
+to warm up, resets the kernel's resident-set high-water mark (``echo 5 > /proc/self/clear_refs``) and reports
+``VmHWM - VmRSS`` around one more forward+backward: the extra resident memory the loss needed at its peak,
+its saved tensors, temporaries and the gradient included. (tracemalloc does not see torch's buffers, and torch
+keeps no allocator statistics on CPU.) A 64 MiB calibration tensor is measured the same way and printed.
+On CUDA (``--device cuda``) ``torch.cuda.max_memory_allocated`` is used instead.
+
+Target (issue 5): DGPO, with its region metrics, at most 0.8× vanilla's time and at most vanilla's memory.
+
+    python scripts/bench_losses.py            # 64x8192 and 512x4096 tokens, fp32 and bf16
+    python scripts/bench_losses.py --quick    # one small case, for CI: one ratio line per loss
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+BASELINE = "vanilla"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TARGET_TIME, TARGET_MEMORY = 0.8, 1.0
+MiB = 2**20
+
+
+def losses_to_bench() -> list[str]:
+    import verl  # noqa: F401  (loads verl-dgpo through its entry point)
+
+    from verl_dgpo.registry import REGISTERED_POLICY_LOSSES
+
+    return [BASELINE, "cispo", *REGISTERED_POLICY_LOSSES]
+
+
+def make_inputs(batch: int, length: int, dtype: torch.dtype, device: str, seed: int = 0):
+    """Realistic rollout-like tensors: right-padded responses, one advantage per response, |log r| ~ 0.15."""
+    gen = torch.Generator().manual_seed(seed)
+    old = -(torch.rand(batch, length, generator=gen) ** 3) * 6  # sampled tokens: mostly likely, a long tail
+    log_prob = old + 0.15 * torch.randn(batch, length, generator=gen)
+    adv = torch.randn(batch, 1, generator=gen).expand(batch, length).contiguous()
+    lengths = torch.randint(length // 4, length + 1, (batch, 1), generator=gen)
+    mask = torch.arange(length).view(1, -1) < lengths
+    return tuple(t.to(device) for t in (old.to(dtype), log_prob.to(dtype), adv.to(dtype), mask))
+
+
+def step(loss_fn, config, inputs):
+    """One forward+backward exactly as verl's actor runs it; returns the gradient (kept alive by the caller)."""
+    old, log_prob, adv, mask = inputs
+    log_prob = log_prob.detach().requires_grad_(True)
+    loss, _metrics = loss_fn(
+        old_log_prob=old, log_prob=log_prob, advantages=adv, response_mask=mask, loss_agg_mode="token-mean",
+        config=config,
+    )  # fmt: skip
+    loss.backward()
+    return log_prob.grad
+
+
+def config_for(name: str):
+    from verl_dgpo.config import standalone_actor_config
+
+    return standalone_actor_config(name, eps_low=0.2, eps_high=0.28, clip_ratio_c=3.0)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_losses(names, inputs, device, repeats, reduce=min, warmup=2) -> dict[str, float]:
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+    fns = {name: (get_policy_loss_fn(name), config_for(name)) for name in names}
+    samples = {name: [] for name in names}
+    for round_ in range(warmup + repeats):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            fn, config = fns[name]
+            _sync(device)
+            start = time.perf_counter()
+            step(fn, config, inputs)
+            _sync(device)
+            if round_ >= warmup:
+                samples[name].append(time.perf_counter() - start)
+    return {name: reduce(values) for name, values in samples.items()}
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _rss_peak_of(run) -> int:
+    """Bytes by which the resident set's high-water mark exceeds the resident set while ``run()`` runs."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current VmRSS
+    before = _status_kib("VmRSS")
+    keep = run()
+    peak = _status_kib("VmHWM")
+    del keep
+    return (peak - before) * 1024
+
+
+def _memory_child(name, shape, dtype, conn) -> None:
+    try:
+        torch.set_num_threads(1)
+        ctypes.CDLL("libc.so.6").mallopt(-3, 16 * 1024)  # M_MMAP_THRESHOLD: fixed, so frees unmap
+        if name == "calibration":
+            torch.ones(64 * MiB // 4)  # warm-up, as for the losses
+            conn.send(_rss_peak_of(lambda: torch.ones(64 * MiB // 4)))
+            return
+        from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+        fn, config = get_policy_loss_fn(name), config_for(name)
+        inputs = make_inputs(*shape, dtype, "cpu")
+        step(fn, config, inputs)  # warm-up: lazy initialisation is not the loss's memory
+        conn.send(_rss_peak_of(lambda: step(fn, config, inputs)))
+    except BaseException as err:  # report, never hang the parent
+        conn.send(err)
+    finally:
+        conn.close()
+
+
+def cpu_peak_memory(name, shape, dtype) -> int:
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_memory_child, args=(name, shape, dtype, child))
+    proc.start()
+    child.close()
+    result = parent.recv()
+    proc.join()
+    if isinstance(result, BaseException):
+        raise RuntimeError(f"memory measurement of {name} failed: {result!r}") from result
+    return result
+
+
+def cuda_peak_memory(name, inputs) -> int:
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+    fn, config = get_policy_loss_fn(name), config_for(name)
+    step(fn, config, inputs)
+    torch.cuda.synchronize()
+    gc.collect()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    keep = step(fn, config, inputs)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    del keep
+    return peak
+
+
+def peak_memories(names: list[str], case: tuple[int, int, str], device: str) -> dict[str, int]:
+    """Peak extra memory (bytes) of one forward+backward of each loss on one case.
+
+    Called for every case before this process runs any loss itself, so that no forked CPU child inherits a
+    heap of freed buffers that it could reuse without its resident set growing.
+    """
+    batch, length, dtype_name = case
+    dtype = DTYPES[dtype_name]
+    if device == "cpu":
+        return {name: cpu_peak_memory(name, (batch, length), dtype) for name in names}
+    inputs = make_inputs(batch, length, dtype, device)
+    return {name: cuda_peak_memory(name, inputs) for name in names}
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    try:
+        batch, length = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shape is BATCHxLENGTH, e.g. 64x8192; got {text!r}") from None
+    return batch, length
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one small fp32 case, few repeats (CI)")
+    parser.add_argument("--shapes", type=parse_shape, nargs="+", default=None, help="default: 64x8192 512x4096")
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None, help="default: fp32 bf16")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 15; 5 with --quick)")
+    parser.add_argument("--stat", choices=["min", "median"], default="min", help="time statistic (default min)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--check", action="store_true", help="exit 1 if DGPO misses the target")
+    args = parser.parse_args(argv)
+    shapes = args.shapes or ([(16, 4096)] if args.quick else [(64, 8192), (512, 4096)])
+    dtypes = args.dtypes or (["fp32"] if args.quick else ["fp32", "bf16"])
+    repeats = args.repeats or (5 if args.quick else 15)
+    torch.set_num_threads(args.threads)
+
+    names = losses_to_bench()
+    memory_method = "torch.cuda.max_memory_allocated" if args.device == "cuda" else "forked child, VmHWM - VmRSS"
+    print(f"# policy-loss benchmark: torch {torch.__version__}, device {args.device}, threads {args.threads}, "
+          f"{args.stat} of {repeats} timed rounds; peak memory: {memory_method}")  # fmt: skip
+    if args.device == "cpu" and not args.no_memory and not os.path.exists("/proc/self/clear_refs"):
+        print("# peak memory: unavailable here (no /proc/self/clear_refs); measuring time only")
+        args.no_memory = True
+    if args.device == "cpu" and not args.no_memory:
+        calibration = cpu_peak_memory("calibration", None, None) / MiB
+        print(f"# memory calibration: a 64 MiB tensor measures {calibration:.1f} MiB")
+
+    cases = [(batch, length, dtype_name) for batch, length in shapes for dtype_name in dtypes]
+    memory = {case: ({} if args.no_memory else peak_memories(names, case, args.device)) for case in cases}
+
+    missed = []
+    for batch, length, dtype_name in cases:
+        case = f"{batch}x{length} {dtype_name}"
+        mem = memory[batch, length, dtype_name]
+        inputs = make_inputs(batch, length, DTYPES[dtype_name], args.device)
+        times = time_losses(names, inputs, args.device, repeats, {"min": min, "median": statistics.median}[args.stat])
+        del inputs
+        print(f"\n## {case} ({batch * length:,} tokens)\n")
+        print("| loss | time (ms) | time / vanilla | peak memory (MiB) | memory / vanilla |")
+        print("|---|---:|---:|---:|---:|")
+        ratios = {}
+        for name in names:
+            t_ratio = times[name] / times[BASELINE]
+            m_ratio = mem[name] / max(mem[BASELINE], 1) if mem else None
+            ratios[name] = f"time={t_ratio:.2f}x" + (f" memory={m_ratio:.2f}x" if mem else "")
+            mem_cells = f"{mem[name] / MiB:.1f} | {m_ratio:.2f}x" if mem else "- | -"
+            print(f"| {name} | {times[name] * 1e3:.2f} | {t_ratio:.2f}x | {mem_cells} |")
+            if name == "dgpo" and (t_ratio > TARGET_TIME or (m_ratio is not None and m_ratio > TARGET_MEMORY)):
+                missed.append(case)
+        print()
+        for name in names:  # the one-line-per-loss summary (grep-able in CI logs)
+            print(f"ratio {name} {case}: {ratios[name]}")
+    verdict = "MISSED in " + ", ".join(missed) if missed else "met"
+    print(f"\n# target dgpo <= {TARGET_TIME}x vanilla time and <= {TARGET_MEMORY}x vanilla peak memory: {verdict}")
+    return 1 if (args.check and missed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

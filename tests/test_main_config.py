@@ -1,0 +1,165 @@
+"""``algorithm.policy_loss`` and the trainer entry point: composition, driver-side checks, verl's path."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from verl import DataProto
+from verl.trainer.ppo.core_algos import get_adv_estimator_fn
+from verl.utils.config import omega_conf_to_dataclass
+
+import verl_dgpo
+from verl_dgpo import main as entry
+from verl_dgpo.config import DGPOPolicyLossConfig
+from verl_dgpo.methods import UnknownMethodError, valid_methods
+
+CONFIG_DIR = os.path.join(os.path.dirname(verl_dgpo.__file__), "config")
+MICRO = "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"
+
+
+def compose_dgpo(*overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose("dgpo_trainer", overrides=[MICRO, *overrides])
+
+
+def test_policy_loss_flag_reaches_the_actor_config_verl_builds():
+    config = entry.prepare(compose_dgpo("algorithm.policy_loss=dgpo", "algorithm.dgpo.n=2"))
+    actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+    assert isinstance(actor.policy_loss, DGPOPolicyLossConfig)
+    assert actor.policy_loss.loss_mode == "dgpo"
+    assert (actor.policy_loss.dgpo_n, actor.policy_loss.dgpo_m) == (2.0, 2.0)
+
+
+def test_defaults_are_the_papers():
+    config = entry.prepare(compose_dgpo("trainer.use_v1=false"))
+    assert config.algorithm.policy_loss == "dgpo" and config.algorithm.adv_estimator == "dgpo"
+    actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+    assert (actor.policy_loss.dgpo_n, actor.policy_loss.dgpo_m) == (1.0, 2.0)
+    assert (actor.clip_ratio_low, actor.clip_ratio_high) == (0.2, 0.2)
+
+
+@pytest.mark.parametrize("method", valid_methods())
+def test_every_method_name_selects_its_verl_loss(method):
+    config = entry.prepare(compose_dgpo(f"algorithm.policy_loss={method}"))
+    actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+    assert actor.policy_loss.loss_mode == {"grpo": "vanilla"}.get(method, method)
+
+
+def test_unknown_method_lists_the_valid_names():
+    with pytest.raises(UnknownMethodError) as info:
+        entry.prepare(compose_dgpo("algorithm.policy_loss=dgp0"))
+    message = str(info.value)
+    assert "algorithm.policy_loss='dgp0'" in message and "Did you mean 'dgpo'" in message
+    assert all(name in message for name in ["dgpo", "grpo", "vanilla", "cispo"])
+
+
+def test_typo_in_a_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_dgpo("algorithm.dgpo.nn=2")
+    assert "nn" in str(info.value.__cause__ or info.value)
+
+
+@pytest.mark.parametrize(
+    "override,fragment",
+    [
+        ("algorithm.adv_estimator=gdpo", "not DGPO. For DGPO use algorithm.adv_estimator=dgpo"),
+        ("algorithm.adv_estimator=dgop", "Did you mean 'dgpo'"),
+    ],
+)
+def test_estimator_typos_point_at_dgpo(override, fragment):
+    with pytest.raises(entry.ConfigError, match=fragment):
+        entry.prepare(compose_dgpo(override))
+
+
+def test_wrong_verl_version_is_refused(monkeypatch):
+    import verl
+
+    monkeypatch.setattr(verl, "__version__", "0.8.0")
+    with pytest.raises(entry.VerlVersionError, match=r"verl==0\.9\.1"):
+        entry.check_verl_version()
+
+
+def run_entry(*args, module="verl_dgpo.main"):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=300, cwd="/"
+    )
+
+
+@pytest.mark.parametrize(
+    "override,fragment",
+    [
+        ("algorithm.policy_loss=dgp0", "Did you mean 'dgpo'"),
+        ("algorithm.dgpo.n=0", "actor_rollout_ref.actor.policy_loss.dgpo_n=0 is not allowed"),
+    ],
+)
+def test_entry_point_fails_cleanly_before_ray_starts(override, fragment):
+    proc = run_entry(override, MICRO)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"verl-dgpo: error: " in proc.stderr and fragment in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "ray init kwargs" not in proc.stdout + proc.stderr  # verl's run_ppo was never reached
+
+
+def test_cfg_job_resolve_prints_the_composed_config():
+    proc = run_entry("--cfg", "job", "--resolve", "algorithm.policy_loss=grpo", "algorithm.dgpo.m=3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loss_mode: vanilla" in proc.stdout and "dgpo_m: 3" in proc.stdout
+    assert "_target_: verl_dgpo.config.DGPOPolicyLossConfig" in proc.stdout
+
+
+def test_plain_verl_entry_point_composes_with_our_loss():
+    proc = run_entry("--cfg", "job", "actor_rollout_ref.actor.policy_loss.loss_mode=dgpo", module="verl.trainer.main_ppo")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loss_mode: dgpo" in proc.stdout
+
+
+def test_selected_estimator_is_reached_through_verls_registry():
+    config = entry.prepare(compose_dgpo("trainer.use_v1=false"))
+    assert config.algorithm.adv_estimator == "dgpo"
+    assert get_adv_estimator_fn(config.algorithm.adv_estimator).__module__ == "verl_dgpo.registry"
+
+
+def multi_turn_batch():
+    """Prompt 'a', 4 sessions; sessions 0 and 2 have two outputs (turns); only the last one counts."""
+    keys = ["a_0_0", "a_0_1", "a_1_0", "a_2_0", "a_2_1", "a_3_0"]
+    rewards = [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]  # final outputs: s0 → 1, s1 → 0, s2 → 0, s3 → 1
+    token_rewards = torch.tensor([[0.0, r] for r in rewards])
+    mask = torch.ones(6, 2)
+    data = DataProto.from_dict(
+        tensors={"token_level_rewards": token_rewards, "response_mask": mask},
+        non_tensors={"uid": np.array(["a"] * 6, dtype=object)},
+    )
+    return data, keys
+
+
+def test_dgpo_gets_verls_grpo_multi_turn_session_handling_in_v1():
+    from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories
+
+    config = entry.prepare(compose_dgpo("trainer.use_v1=true"))
+    assert config.algorithm.adv_estimator == "grpo"  # see verl_dgpo.main.use_grpo_session_handling
+    data, keys = multi_turn_batch()
+    out = compute_advantage_for_multi_trajectories(
+        data, batch_keys=keys, adv_estimator=config.algorithm.adv_estimator, config=config.algorithm
+    )
+    # closed form: only the final outputs [1, 0, 0, 1] form the group; mean 0.5, unbiased std sqrt(1/3)
+    std = math.sqrt(sum((r - 0.5) ** 2 for r in [1, 0, 0, 1]) / 3)
+    final = {0: 1.0, 1: 0.0, 2: 0.0, 3: 1.0}
+    expected = [(final[int(k.split("_")[1])] - 0.5) / (std + 1e-6) for k in keys]
+    torch.testing.assert_close(out.batch["advantages"][:, 0], torch.tensor(expected), rtol=1e-6, atol=1e-6)
+
+
+def test_console_script_runs_the_same_entry():
+    import shutil
+
+    script = shutil.which("verl-dgpo-train")
+    assert script, "the console script verl-dgpo-train is not installed (pip install -e .)"
+    proc = subprocess.run([script, "--cfg", "job", "--resolve", "algorithm.policy_loss=cispo"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loss_mode: cispo" in proc.stdout
