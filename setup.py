@@ -17,7 +17,7 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["verl_dgpo", "verl_dgpo.*"]),
-    package_data={"verl_dgpo": ["config/*.yaml"]},
+    package_data={"verl_dgpo": ["config/*.yaml", "eval/*.csv"]},
     python_requires=">=3.10",
     install_requires=[
         f"verl=={VERL_VERSION}",
@@ -27,6 +27,13 @@ setup(
         "fastapi",
         "uvicorn",
         "cachetools",
+        # math answer grading (verl_dgpo.reward); no extra: its antlr4 range admits hydra's 4.9.3.
+        "math-verify>=0.9",
+        # data preparation, evaluation, tables
+        "pandas",
+        "pyarrow",
+        "tqdm",
+        "matplotlib",
     ],
     extras_require={
         # GPU-only inference back-ends; never needed on CPU or in the tests.

@@ -53,10 +53,10 @@ if [ "$METHOD" = ce_gppo ]; then
   METHOD_ARGS+=(algorithm.ce_gppo.beta1="$CE_GPPO_BETA1" algorithm.ce_gppo.beta2="$CE_GPPO_BETA2")
 fi
 
-# ---- data (made by scripts/prepare_data.py) ---------------------------------------------------------
+# ---- data (made by `python scripts/prepare_data.py --out $DATA_DIR --decontaminate`) ------------------
 DATA_DIR=${DATA_DIR:-$HOME/data/dgpo}
 TRAIN_FILES=${TRAIN_FILES:-$DATA_DIR/train.parquet}
-VAL_FILES=${VAL_FILES:-"['$DATA_DIR/aime24.parquet','$DATA_DIR/aime25.parquet','$DATA_DIR/amc23.parquet','$DATA_DIR/math500.parquet','$DATA_DIR/minerva.parquet','$DATA_DIR/olympiadbench.parquet']"}
+VAL_FILES=${VAL_FILES:-$DATA_DIR/benchmarks.parquet}  # the six benchmarks in one file
 
 # ---- shared training settings -----------------------------------------------------------------------
 MAX_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-1024}
@@ -75,7 +75,6 @@ SAVE_FREQ=${SAVE_FREQ:-50}; TEST_FREQ=${TEST_FREQ:-50}
 PROJECT_NAME=${PROJECT_NAME:-verl-dgpo}
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-${METHOD}-${SIZE}}
 LOGGER=${LOGGER:-"['console','wandb']"}
-REWARD_FN=$(python -c "import os, verl_dgpo; print(os.path.join(os.path.dirname(verl_dgpo.__file__), 'reward.py'))")
 
 ARGS=(
   algorithm.policy_loss="$METHOD"
@@ -109,7 +108,7 @@ ARGS=(
   actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu="$MAX_TOKEN_LEN_PER_GPU"
   actor_rollout_ref.ref.log_prob_use_dynamic_bsz=true
   actor_rollout_ref.ref.log_prob_max_token_len_per_gpu="$MAX_TOKEN_LEN_PER_GPU"
-  reward.custom_reward_function.path="$REWARD_FN" reward.custom_reward_function.name=compute_score
+  reward.custom_reward_function.path=pkg://verl_dgpo.reward reward.custom_reward_function.name=compute_score
   trainer.nnodes="$NNODES" trainer.n_gpus_per_node="$GPUS_PER_NODE"
   trainer.project_name="$PROJECT_NAME" trainer.experiment_name="$EXPERIMENT_NAME"
   trainer.logger="$LOGGER"

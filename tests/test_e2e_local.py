@@ -154,3 +154,24 @@ def test_vanilla_loss_trains_through_the_same_path(tmp_path):
         assert math.isfinite(data["actor/pg_loss"]) and math.isfinite(data["actor/grad_norm"])
         assert "actor/pg_clipfrac" in data and "actor/dgpo_ln_frac" not in data  # verl's own vanilla loss ran
     assert "[dgpo-local] finished: 2 training steps" in stdout
+
+
+def run_failing(tmp_path, *overrides):
+    env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM")}
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "verl_dgpo.main", "--config-name", "local_cpu", f"local_cpu.output_dir={tmp_path}/run"]
+    return subprocess.run(cmd + list(overrides), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("local_cpu.min_free_memory_gib=1000000", "GiB of memory is available, and the local CPU run needs about 1000000.0 GiB"),
+        ("+ray_kwargs.ray_init._temp_dir=/proc/no-such-dir", "Ray could not start: FileNotFoundError"),
+    ],
+)
+def test_a_run_that_cannot_start_exits_with_a_clear_message(tmp_path, override, message):
+    proc = run_failing(tmp_path, override)
+    assert proc.returncode == 3
+    assert "verl-dgpo local run: error: " in proc.stderr and message in proc.stderr
+    assert "Traceback" not in proc.stderr

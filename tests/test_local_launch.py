@@ -115,7 +115,7 @@ def test_null_paths_are_filled_and_given_paths_kept(tmp_path, local_config):
     cfg = OmegaConf.create(OmegaConf.to_container(local_config))
     cfg.data.val_files = "/my/val.parquet"
     paths = {"model": "/a/model", "train": "/a/train.parquet", "val": "/a/val.parquet"}
-    launch.fill_paths(cfg, paths, str(tmp_path))
+    launch.fill_paths(cfg, paths)
     assert cfg.actor_rollout_ref.model.path == "/a/model"
     assert cfg.data.train_files == "/a/train.parquet" and cfg.data.val_files == "/my/val.parquet"
     assert cfg.reward.custom_reward_function.path.endswith("verl_dgpo/local/task.py")

@@ -49,6 +49,34 @@ def test_moved_verl_code_is_reported_and_blocks_patching(monkeypatch, target):
     assert patches.applied_patches() == []
 
 
+def test_a_caller_that_no_longer_calls_the_patched_function_is_reported(monkeypatch):
+    from verl_dgpo.local import patches
+
+    monkeypatch.setattr(patches, "PROCESS_GROUP_CALLERS", {"verl.workers.engine_workers": "gone_call()"})
+    assert patches.check_patch_targets() == [
+        "process_group_backend: verl.workers.engine_workers no longer calls 'gone_call()'"
+    ]
+
+
+def test_process_group_patch_reaches_a_caller_loaded_before_it():
+    """engine_workers copies the function at its import; a patch applied later must rebind that copy too."""
+    state = run_python(
+        """
+        import json
+        import verl
+        import verl.workers.engine_workers as ew  # imported before the patch
+        import verl.utils.distributed as dist
+        from verl_dgpo.local import patches
+        original = ew.initialize_global_process_group_ray
+        patches.apply_patches()
+        patched = ew.initialize_global_process_group_ray is dist.initialize_global_process_group_ray is not original
+        patches.remove_patches()
+        print(json.dumps({"patched": patched, "restored": ew.initialize_global_process_group_ray is original}))
+        """
+    )
+    assert state == {"patched": True, "restored": True}
+
+
 def test_other_verl_version_is_reported(monkeypatch):
     import verl
 
@@ -119,6 +147,8 @@ def test_each_patch_removes_its_cpu_error_and_is_reversible():
         from verl_dgpo.local import patches
 
         out = {"device": get_device_name(), "applied": sorted(boot.PATCHES)}
+        import verl.workers.engine_workers as ew  # imported after the patch: binds the wrapper
+        out["caller_bound"] = ew.initialize_global_process_group_ray is dist.initialize_global_process_group_ray
         # 1. process group: the patched initializer builds a working gloo group on a CPU-only host
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
@@ -149,7 +179,7 @@ def test_each_patch_removes_its_cpu_error_and_is_reversible():
         print(json.dumps(out))
         """
     )
-    assert state["device"] == "cpu"
+    assert state["device"] == "cpu" and state["caller_bound"] is True
     assert state["applied"] == ["engine_lookup", "pinned_memory", "process_group_backend"]
     assert state["pg_backend"] == "gloo" and state["all_reduce"] == [1.0, 1.0, 1.0]
     assert state["engine"] == "FSDPEngineWithLMHead"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 
+ROLLOUT_NAME = "hf"
 ROLLOUT_MODULE = "verl_dgpo.local.hf_rollout"
 
 
@@ -26,8 +27,8 @@ def register_hf_rollout() -> None:
     """
     from verl.workers.rollout import base, replica
 
-    base._ROLLOUT_REGISTRY[("hf", "async")] = f"{ROLLOUT_MODULE}.HFServerAdapter"
-    replica.RolloutReplicaRegistry.register("hf", _load_hf_replica)
+    base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = f"{ROLLOUT_MODULE}.HFServerAdapter"
+    replica.RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_hf_replica)
 
 
 def install() -> list[str]:

@@ -30,7 +30,6 @@ from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
 logger = logging.getLogger(__name__)
 
-ROLLOUT_NAME = "hf"
 #: Set by the tests: the server writes its weights after each sync to ``<dir>/rollout_step<N>.pt``.
 DUMP_DIR_ENV = "VERL_DGPO_ROLLOUT_DUMP_DIR"
 #: How long the server waits for concurrent requests to join a batch (seconds).

@@ -8,7 +8,7 @@
    under ``local_cpu.output_dir`` (once; re-used on resume) and fills the config keys left ``null``;
 3. exports what every Ray process needs (``VERL_USE_EXTERNAL_MODULES=verl_dgpo.local.boot``,
    ``VERL_PLATFORM=cpu``, the metrics file) and installs the same set-up in the driver;
-4. checks free memory, then starts Ray itself so that a failure or a hang becomes a clear message;
+4. checks free memory first, and starts Ray itself so that a failure or a hang becomes a clear message;
 5. prints a progress line per step while verl trains, and a summary (wall time, peak memory) at exit.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from typing import Optional
@@ -89,7 +88,7 @@ def write_assets(assets_dir: str, spec: dict) -> dict[str, str]:
     return paths
 
 
-def fill_paths(config: DictConfig, paths: dict[str, str], output_dir: str) -> None:
+def fill_paths(config: DictConfig, paths: dict[str, str]) -> None:
     """Point every ``null`` path of the preset at the generated assets; make relative paths absolute."""
     from verl_dgpo.local import task
 
@@ -163,7 +162,7 @@ def check_memory(min_free_gib: float, available: Optional[float] = None) -> None
     if available is not None and available < min_free_gib:
         raise LocalRunError(
             f"only {available:.1f} GiB of memory is available, and the local CPU run needs about "
-            f"{min_free_gib:g} GiB (Ray plus six worker processes). Close other programs, or lower the check with "
+            f"{min_free_gib:.1f} GiB (Ray plus six worker processes). Close other programs, or lower the check with "
             f"local_cpu.min_free_memory_gib=<GiB> if you know the run fits."
         )
 
@@ -276,9 +275,10 @@ def activate(config: DictConfig):
     started = process_start_time()
     lc = config.local_cpu
     check_supported(config)
+    check_memory(float(lc.min_free_memory_gib))
     output_dir = os.path.abspath(os.path.expanduser(lc.output_dir))
     paths = write_assets(os.path.join(output_dir, "assets"), asset_spec(config))
-    fill_paths(config, paths, output_dir)
+    fill_paths(config, paths)
     check_resume(config)
     logs = os.path.join(output_dir, "logs")
     os.makedirs(logs, exist_ok=True)
@@ -289,7 +289,6 @@ def activate(config: DictConfig):
 
     importlib.import_module(BOOT_MODULE)  # the same set-up in the driver as in every worker
 
-    check_memory(float(lc.min_free_memory_gib))
     print(f"{PREFIX}assets in {output_dir}/assets; starting Ray (worker logs: /tmp/ray/session_latest/logs)", flush=True)
     start_ray(ray_init_kwargs(config), timeout_s=float(lc.ray_start_timeout_s))
     SESSION = _Session(config, metrics_path, started)

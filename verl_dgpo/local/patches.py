@@ -12,7 +12,9 @@ signature and the source line). If verl moves, :func:`apply_patches` raises
 1. **Process-group backend** (``verl.utils.distributed.initialize_global_process_group_ray``):
    verl builds the backend string ``f"cpu:gloo,{device}:{backend}"``, which on the CPU platform reads
    ``"cpu:gloo,cpu:gloo"`` and torch rejects it ("Duplicate device type cpu in backend string").
-   The wrapper passes ``backend="gloo"``.
+   The wrapper passes ``backend="gloo"``. Its caller, ``verl.workers.engine_workers``, imports the name
+   at its own import: the wrapper is bound there too when that module is already loaded (otherwise it
+   picks the wrapper up when it loads).
 2. **Engine lookup** (``verl.workers.engine.base.EngineRegistry.get_engine_cls``): verl's FSDP engines are
    registered for devices ``cuda`` and ``npu`` only ("No engine registered for device='cpu'"). The wrapper
    falls back to the ``cuda`` entry (the same pure-torch FSDP2 engine) when, and only when, the device is ``cpu``.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -70,6 +73,21 @@ TARGETS: dict[str, PatchTarget] = {
 }
 
 
+#: Modules that copy ``initialize_global_process_group_ray`` into their namespace, and the call they make.
+PROCESS_GROUP_CALLERS = {"verl.workers.engine_workers": "initialize_global_process_group_ray(timeout_second=None)"}
+
+
+def _module_source(module: str) -> str:
+    """The source of ``module`` read from its file, without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        raise ImportError(f"no module {module}")
+    with open(spec.origin, encoding="utf-8") as f:
+        return f.read()
+
+
 def _resolve(module: str, attribute: str):
     import importlib
 
@@ -102,6 +120,12 @@ def check_patch_targets() -> list[str]:
             continue
         if target.expected_source not in source:
             problems.append(f"{name}: {target.source_of} no longer contains {target.expected_source!r}")
+    for caller, call in PROCESS_GROUP_CALLERS.items():
+        try:
+            if call not in _module_source(caller):
+                problems.append(f"process_group_backend: {caller} no longer calls {call!r}")
+        except (ImportError, OSError) as err:
+            problems.append(f"process_group_backend: cannot read {caller} ({err})")
     try:
         from verl.workers.engine.base import EngineRegistry
 
@@ -169,8 +193,6 @@ def applied_patches() -> list[str]:
     """Names of the patches currently in effect in this process."""
     applied = []
     for name, target in TARGETS.items():
-        import sys
-
         if target.module not in sys.modules:
             continue
         obj = _resolve(target.module, target.attribute)
@@ -192,9 +214,13 @@ def apply_patches() -> list[str]:
 
     done = set(applied_patches())
     if "process_group_backend" not in done:
-        distributed.initialize_global_process_group_ray = _patched_process_group_init(
-            distributed.initialize_global_process_group_ray
-        )
+        original = distributed.initialize_global_process_group_ray
+        patched = _patched_process_group_init(original)
+        distributed.initialize_global_process_group_ray = patched
+        for caller in PROCESS_GROUP_CALLERS:
+            loaded = sys.modules.get(caller)
+            if loaded is not None and getattr(loaded, "initialize_global_process_group_ray", None) is original:
+                loaded.initialize_global_process_group_ray = patched
     if "engine_lookup" not in done:
         EngineRegistry.get_engine_cls = _patched_get_engine_cls(EngineRegistry.__dict__["get_engine_cls"].__func__)
     if "pinned_memory" not in done:
@@ -211,6 +237,10 @@ def remove_patches() -> None:
     fn = distributed.initialize_global_process_group_ray
     if getattr(fn, _MARK, False):
         distributed.initialize_global_process_group_ray = fn.__wrapped__
+        for caller in PROCESS_GROUP_CALLERS:
+            loaded = sys.modules.get(caller)
+            if loaded is not None and getattr(loaded, "initialize_global_process_group_ray", None) is fn:
+                loaded.initialize_global_process_group_ray = fn.__wrapped__
     fn = EngineRegistry.__dict__["get_engine_cls"].__func__
     if getattr(fn, _MARK, False):
         EngineRegistry.get_engine_cls = classmethod(fn.__wrapped__)
