@@ -80,7 +80,9 @@ def main(argv=None) -> int:
 
     report_settings = ReportSettings(threshold=args.threshold, threshold_window=args.threshold_window,
                                      final_window=args.final_window)
-    cmd = "PYTHONPATH=. python scripts/compare_methods.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    # the command that makes these results (a --report-only rebuild shows the study's own command)
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
+    cmd = ("PYTHONPATH=. python scripts/compare_methods.py " + " ".join(shlex.quote(a) for a in shown)).rstrip()
     header = "\n".join([
         "# Method comparison on CPU (verl's real trainer, copy-digits task, supervised warm start)",
         "",
