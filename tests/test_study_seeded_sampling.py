@@ -87,7 +87,7 @@ def test_seeded_sampler_is_installed_when_the_rollout_module_is_imported_first()
         "print('ok')"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="verl_dgpo.study.probe",
+    env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="verl_dgpo.study.boot",
                PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

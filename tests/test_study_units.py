@@ -184,3 +184,14 @@ def test_diagnostics_table_means_and_median_max_ratio():
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[1] == f"{(0.1 + 0.3 + 0.2 + 0.6) / 4:.4f}"          # mean LN fraction
     assert cells[6] == f"{statistics.median([2.0, 4.0, 3.0, 7.0]):.3g}"  # median of per-step max ratios
+
+
+def test_importing_the_probe_changes_nothing_in_verl():
+    """Only verl_dgpo.study.boot (loaded in study runs) installs the probe; importing the probe does not."""
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+    from verl.workers.utils import losses
+
+    from verl_dgpo.local.hf_rollout import HFRolloutServer
+
+    assert losses.get_policy_loss_fn is get_policy_loss_fn
+    assert not getattr(HFRolloutServer._generate_batch, "__study_seeded__", False)

@@ -2,10 +2,11 @@
 
 verl's losses log different things (vanilla: ``pg_clipfrac``; CISPO: almost nothing; ours: region
 fractions), so the comparison needs one definition for all. This module is loaded **only in study runs**,
-through ``VERL_USE_EXTERNAL_MODULES=verl_dgpo.study.probe`` (set by :mod:`verl_dgpo.study.runs`), in every
-process of the run. On import it rebinds the name ``get_policy_loss_fn`` inside
+through ``VERL_USE_EXTERNAL_MODULES=verl_dgpo.study.boot`` (set by :mod:`verl_dgpo.study.runs`), in every
+process of the run; importing this module itself changes nothing. :func:`install_all` (called by
+:mod:`verl_dgpo.study.boot`) rebinds the name ``get_policy_loss_fn`` inside
 ``verl.workers.utils.losses`` (the actor's loss lookup) to return the registered loss wrapped by
-:func:`probed`; verl's loss registry itself is left untouched. Nothing else imports this module.
+:func:`probed`; verl's loss registry itself is left untouched.
 
 Per policy-loss call (one mini-batch or micro-batch update), from the tensors verl passes in, with
 ``r = exp(log_prob - old_log_prob)`` over valid response tokens and ``ε_low/ε_high`` resolved like verl's
@@ -145,8 +146,10 @@ def install() -> None:
     losses.get_policy_loss_fn = get_probed_policy_loss_fn
 
 
-install()
-if os.environ.get(SEEDED_SAMPLING_ENV, "1") != "0":
-    from verl_dgpo.study import seeded_sampling
+def install_all() -> None:
+    """The probe, and (unless ``VERL_DGPO_STUDY_SEEDED_SAMPLING=0``) the seeded ``hf`` rollout sampling."""
+    install()
+    if os.environ.get(SEEDED_SAMPLING_ENV, "1") != "0":
+        from verl_dgpo.study import seeded_sampling
 
-    seeded_sampling.install()
+        seeded_sampling.install()

@@ -61,7 +61,7 @@ METRIC_COLUMNS = {
 }
 CSV_COLUMNS = ["step"] + list(METRIC_COLUMNS)
 
-PROBE_MODULE = "verl_dgpo.study.probe"
+PROBE_MODULE = "verl_dgpo.study.boot"
 RUN_RECORD = "run.json"
 
 
