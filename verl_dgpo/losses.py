@@ -221,22 +221,3 @@ def dgpo_token_loss(
     with torch.no_grad():  # at ρ_frozen = ρ the surrogate's value is the weight w (module docstring)
         weight, regions = dgpo_surrogate(lr, lr, adv, eps_low=eps_low, eps_high=eps_high, n=n, m=m)
     return closed_form_token_loss(log_prob, lr, valid, adv, weight, weight, regions)
-
-
-def dgpo_gradient_weight(
-    ratio: torch.Tensor, advantages: torch.Tensor, *, eps_low: float, eps_high: float, n: float = 1.0, m: float = 2.0
-) -> torch.Tensor:
-    """Closed-form DGPO weight w(r, A) on ``A·∇log π``; ``w / r`` is the weight on ``A·π_old·∇π``.
-
-    Written directly from the table in the module docstring, for plots and reports; the loss itself uses
-    the stop-gradient expression in :func:`dgpo_token_loss`.
-    """
-    ratio = ratio.to(compute_dtype(ratio.dtype))
-    ln = (advantages < 0) & (ratio < 1 - eps_low)
-    hp = (advantages > 0) & (ratio > 1 + eps_high)
-    # Evaluate each branch only where it applies, so a huge ratio never meets a power it cannot take.
-    safe_ln = torch.where(ln, ratio, torch.ones_like(ratio))
-    safe_hp = torch.where(hp, ratio, torch.ones_like(ratio))
-    w_ln = safe_ln ** (n + 1) / (1 - eps_low) ** n
-    w_hp = (1 + eps_high) ** (1.0 / m) * safe_hp ** (1 - 1.0 / m)
-    return torch.where(ln, w_ln, torch.where(hp, w_hp, ratio))
