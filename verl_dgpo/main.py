@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from verl_dgpo import PluginNotInstalledError, check_installed
+from verl_dgpo.external_modules import add_external_module
 from verl_dgpo.methods import UnknownMethodError, verl_loss_mode
 from verl_dgpo.validation import DGPOConfigError
 from verl_dgpo.version import VERL_VERSION
@@ -96,9 +97,7 @@ def prepare(config: DictConfig) -> DictConfig:
     use_grpo_session_handling(config)
     # Make every Ray worker import the plugin eagerly and fail loudly if it cannot (verl's entry-point
     # loading would only log the failure at DEBUG level).
-    modules = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m]
-    if "verl_dgpo.registry" not in modules:
-        os.environ["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules + ["verl_dgpo.registry"])
+    add_external_module("verl_dgpo.registry")
     return config
 
 

@@ -22,6 +22,8 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from verl_dgpo.external_modules import add_external_module
+
 PREFIX = "[dgpo-local] "
 BOOT_MODULE = "verl_dgpo.local.boot"
 
@@ -132,9 +134,7 @@ def check_resume(config: DictConfig) -> None:
 
 def export_environment(metrics_path: str, threads: int) -> None:
     """Environment variables every Ray process of the run inherits (Ray workers copy the driver's)."""
-    modules = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m]
-    if BOOT_MODULE not in modules:
-        os.environ["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules + [BOOT_MODULE])
+    add_external_module(BOOT_MODULE)
     os.environ["VERL_PLATFORM"] = "cpu"
     os.environ["VERL_FILE_LOGGER_PATH"] = metrics_path
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

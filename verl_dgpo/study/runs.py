@@ -30,6 +30,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
+from verl_dgpo.external_modules import add_external_module
+
 #: method label -> overrides selecting it (every label also names the method in the report).
 METHODS: dict[str, list[str]] = {
     "grpo": ["algorithm.policy_loss=grpo"],
@@ -164,10 +166,7 @@ def command(spec: RunSpec, directory: str) -> list[str]:
 def run_environment(settings: StudySettings, base: Optional[dict] = None) -> dict:
     """The run's environment: the probe module in every process, and the probe's updates-per-step count."""
     env = dict(os.environ if base is None else base)
-    modules = [m for m in env.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m]
-    if PROBE_MODULE not in modules:
-        modules.append(PROBE_MODULE)
-    env["VERL_USE_EXTERNAL_MODULES"] = ",".join(modules)
+    add_external_module(PROBE_MODULE, env)
     env["VERL_DGPO_STUDY_UPDATES_PER_STEP"] = str(settings.updates_per_step)
     env.setdefault("HYDRA_FULL_ERROR", "1")
     return env
