@@ -1,14 +1,33 @@
 """verl-dgpo: DGPO (arXiv 2603.14389) as a policy-loss plugin for verl."""
 
-import re
+import ast
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-_version_src = (HERE / "verl_dgpo" / "version.py").read_text()
-VERSION = re.search(r'^__version__ = "([^"]+)"', _version_src, re.M).group(1)
-VERL_VERSION = re.search(r'^VERL_VERSION = "([^"]+)"', _version_src, re.M).group(1)
+
+
+def _constants(path):
+    """The module-level ``NAME = <literal>`` assignments of ``path`` (read, not imported)."""
+    found = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return found
+
+
+_versions = _constants(HERE / "verl_dgpo" / "version.py")
+VERSION = _versions["__version__"]
+SUPPORTED_VERL = _versions["SUPPORTED_VERL"]
+# Every supported release (verl_dgpo/version.py), e.g. >=0.7.1,<0.10. pip keeps an admitted verl that is
+# already installed (its default upgrade strategy is only-if-needed), so installing verl-dgpo never
+# replaces the user's verl. The same range as verl_dgpo.version.supported_range().
+_major, _minor = (int(part) for part in SUPPORTED_VERL[-1].split(".")[:2])
+VERL_RANGE = f">={SUPPORTED_VERL[0]},<{_major}.{_minor + 1}"
 
 setup(
     name="verl-dgpo",
@@ -20,10 +39,10 @@ setup(
     package_data={"verl_dgpo": ["config/*.yaml", "eval/*.csv"]},
     python_requires=">=3.10",
     install_requires=[
-        f"verl=={VERL_VERSION}",
-        # verl's default (v1) trainer needs TransferQueue (verl's own `verl-core` extra pins it so).
-        "TransferQueue>=0.1.10",
-        # verl imports these at run time but does not declare them.
+        # verl's run-time dependencies as verl itself declares them: 0.9.1's `verl-core` extra (TransferQueue
+        # for the v1 trainer, fastapi, uvicorn, cachetools, ...). Releases without that extra ignore it
+        # with a warning; the three lines below cover what their trainers import without declaring it.
+        f"verl[verl-core]{VERL_RANGE}",
         "fastapi",
         "uvicorn",
         "cachetools",
@@ -36,8 +55,9 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        # GPU-only inference back-ends; never needed on CPU or in the tests.
-        "gpu": ["vllm", "flash-attn"],
+        # GPU inference back-end as verl pins it (vllm, and for 0.9.1 also torch and transformers), so it
+        # cannot clash with verl; never needed on CPU or in the tests.
+        "gpu": [f"verl[vllm]{VERL_RANGE}"],
         "test": ["pytest>=8", "matplotlib"],
     },
     entry_points={

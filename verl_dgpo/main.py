@@ -1,8 +1,10 @@
 """Trainer entry point: ``python -m verl_dgpo.main`` (console script ``verl-dgpo-train``).
 
 It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas), checks on
-the driver, before Ray starts, that the plugin is registered, that verl is the pinned release and that
-every DGPO key is valid, and then runs verl's own PPO trainer. Hydra's flags work as usual, e.g.
+the driver, before Ray starts, that verl is a supported release (:mod:`verl_dgpo.version`), that the
+plugin is registered and that every DGPO key is valid, and then runs verl's own PPO trainer. It names
+``verl_dgpo.registry`` in ``VERL_USE_EXTERNAL_MODULES`` before verl is imported, so the driver and every
+Ray worker load the plugin on every release (0.7.1 and 0.8.0 have no entry-point loading). Hydra's flags work as usual, e.g.
 ``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
 """
 
@@ -15,21 +17,17 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from verl_dgpo import PluginNotInstalledError, check_installed
+from verl_dgpo import ENTRY_POINT_VALUE, PluginNotInstalledError, check_installed
 from verl_dgpo.external_modules import add_external_module
 from verl_dgpo.methods import UnknownMethodError, verl_loss_mode
 from verl_dgpo.validation import DGPOConfigError
-from verl_dgpo.version import VERL_VERSION
+from verl_dgpo.version import VerlVersionError, check_cpu_main_job, check_verl_version
 
 OmegaConf.register_new_resolver("dgpo_loss_mode", verl_loss_mode, replace=True)
 
 
 class ConfigError(ValueError):
     """The composed training config is invalid; the message names the key."""
-
-
-class VerlVersionError(RuntimeError):
-    """The installed verl is not the release this package is pinned to."""
 
 
 #: Errors that are the user's to fix: printed as one clear line, no traceback.
@@ -43,16 +41,6 @@ def user_error_in(err: BaseException):
             return err
         err = err.__cause__ or err.__context__
     return None
-
-
-def check_verl_version() -> None:
-    import verl
-
-    if verl.__version__ != VERL_VERSION:
-        raise VerlVersionError(
-            f"verl-dgpo is built and tested against verl=={VERL_VERSION}, but verl=={verl.__version__} is installed. "
-            f"Run `pip install verl=={VERL_VERSION}`."
-        )
 
 
 def check_adv_estimator(config: DictConfig) -> None:
@@ -76,8 +64,9 @@ def check_adv_estimator(config: DictConfig) -> None:
 
 def prepare(config: DictConfig) -> DictConfig:
     """Driver-side checks and resolution; returns the resolved config that verl's trainer receives."""
-    check_installed()
     check_verl_version()
+    load_plugin_everywhere()
+    check_installed()
     try:
         OmegaConf.resolve(config)
         check_adv_estimator(config)
@@ -95,10 +84,22 @@ def prepare(config: DictConfig) -> DictConfig:
             raise
         raise cause from err
     use_grpo_session_handling(config)
-    # Make every Ray worker import the plugin eagerly and fail loudly if it cannot (verl's entry-point
-    # loading would only log the failure at DEBUG level).
-    add_external_module("verl_dgpo.registry")
     return config
+
+
+def load_plugin_everywhere() -> None:
+    """Name the plugin in ``VERL_USE_EXTERNAL_MODULES`` and load it here.
+
+    Every process that imports verl afterwards (Ray workers inherit the variable) imports the plugin
+    eagerly and fails loudly if it cannot, on every release: verl 0.7.1/0.8.0 load nothing else, and
+    0.9.x's entry-point loading would only log a failure at DEBUG level. If verl is already imported in
+    this process, the plugin is imported directly.
+    """
+    add_external_module(ENTRY_POINT_VALUE)
+    if "verl" in sys.modules:
+        import importlib
+
+        importlib.import_module(ENTRY_POINT_VALUE)
 
 
 def use_grpo_session_handling(config: DictConfig) -> None:
@@ -117,7 +118,12 @@ def use_grpo_session_handling(config: DictConfig) -> None:
 
 
 def task_runner_class(config: DictConfig):
-    """verl's TaskRunner for the configured trainer version (v1 by default, v0 with trainer.use_v1=false)."""
+    """verl's TaskRunner for the configured trainer version (v1 by default, v0 with trainer.use_v1=false).
+
+    None on verl < 0.9, which has one trainer and no ``trainer.use_v1``: ``run_ppo`` then picks its own.
+    """
+    if "use_v1" not in config.trainer:
+        return None
     if config.trainer.use_v1:
         from verl.trainer.main_ppo import TaskRunnerV1
 
@@ -133,9 +139,12 @@ def run(config: DictConfig) -> None:
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
+    local_cpu = config.get("local_cpu", {}).get("enabled", False)
+    if local_cpu:
+        check_cpu_main_job()
     config = prepare(config)
     runner = None
-    if config.get("local_cpu", {}).get("enabled", False):
+    if local_cpu:
         from verl_dgpo.local import activate
 
         runner = activate(config)
@@ -162,6 +171,14 @@ def _hydra_main(config: DictConfig) -> None:
 
 
 def main() -> None:
+    # Before hydra and before any `import verl`: an unsupported verl gets one line, and the plugin is
+    # named for verl's own loader so that the `dgpo_loss_mode` resolver sees `dgpo` on every release.
+    try:
+        check_verl_version()
+    except VerlVersionError as err:
+        print(f"verl-dgpo: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    load_plugin_everywhere()
     _hydra_main()
 
 

@@ -1,7 +1,8 @@
 """The one module that registers verl-dgpo with verl.
 
-verl imports it through the ``verl.plugins`` entry point at ``import verl``, in every process (the driver
-and each Ray worker). Importing it only *adds* names to verl's registries; it changes nothing verl
+verl imports it at ``import verl``, in every process (the driver and each Ray worker): through the
+``verl.plugins`` entry point (verl >= 0.9.0) or because ``VERL_USE_EXTERNAL_MODULES`` names it (every
+supported release; ``python -m verl_dgpo.main`` sets it). Importing it only *adds* names to verl's registries; it changes nothing verl
 already has, and refuses to overwrite a name that another package registered.
 """
 
@@ -131,16 +132,56 @@ def _require_config(method: str, config: Any) -> Any:
     return config
 
 
-@register_policy_loss("dgpo")
-def compute_policy_loss_dgpo(
-    old_log_prob: torch.Tensor,
-    log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    response_mask: torch.Tensor,
-    loss_agg_mode: str = "token-mean",
-    config: Optional[Any] = None,
-    rollout_is_weights: Optional[torch.Tensor] = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+def make_policy_loss(
+    method: str, token_loss: Callable[..., TokenLoss], hyper_parameters: Callable[[Any], dict[str, Any]], doc: str
+) -> Callable:
+    """verl's policy-loss function for ``method``, registered under that name.
+
+    ``token_loss(log_prob, old_log_prob, advantages, response_mask, eps_low=, eps_high=, **hyper_parameters(config))``
+    gives the per-token loss; ε_low/ε_high come from ``config.clip_ratio_low/high`` (falling back to
+    ``clip_ratio``). The returned function has verl's signature (keyword names and defaults as in
+    ``verl.trainer.ppo.core_algos``) and returns ``(agg(loss · is_weight), metrics)`` via :func:`finish`.
+    """
+
+    def policy_loss(
+        old_log_prob: torch.Tensor,
+        log_prob: torch.Tensor,
+        advantages: torch.Tensor,
+        response_mask: torch.Tensor,
+        loss_agg_mode: str = "token-mean",
+        config: Optional[Any] = None,
+        rollout_is_weights: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        eps_low, eps_high = trust_region(_require_config(method, config))
+        out = token_loss(
+            log_prob, old_log_prob, advantages, response_mask,
+            eps_low=eps_low, eps_high=eps_high, **hyper_parameters(config),
+        )  # fmt: skip
+        return finish(out, method, response_mask, loss_agg_mode, config, rollout_is_weights)
+
+    policy_loss.__name__ = policy_loss.__qualname__ = f"compute_policy_loss_{method}"
+    policy_loss.__doc__ = doc
+    return register_policy_loss(method)(policy_loss)
+
+
+def _dgpo_exponents(config: Any) -> dict[str, float]:
+    n, m = dgpo_exponents(config.get("policy_loss", None))
+    return {"n": n, "m": m}
+
+
+def _dual_clip(config: Any) -> dict[str, float]:
+    return {"clip_ratio_c": dual_clip_ratio(config)}
+
+
+def _ce_gppo_parameters(config: Any) -> dict[str, float]:
+    beta1, beta2 = ce_gppo_betas(config.get("policy_loss", None))
+    return {**_dual_clip(config), "beta1": beta1, "beta2": beta2}
+
+
+compute_policy_loss_dgpo = make_policy_loss(
+    "dgpo",
+    dgpo_token_loss,
+    _dgpo_exponents,
     """DGPO policy loss (arXiv 2603.14389): ``agg(-A · s · is_weight)``.
 
     Per token, the gradient with respect to ``log_prob`` before aggregation is ``-A · w · is_weight`` with
@@ -152,87 +193,45 @@ def compute_policy_loss_dgpo(
     ε_low/ε_high are ``config.clip_ratio_low/high`` (falling back to ``clip_ratio``); n, m are
     ``config.policy_loss.dgpo_n/dgpo_m`` (defaults 1 and 2). Shapes are ``(batch, response_length)``.
     See :mod:`verl_dgpo.losses` for the closed forms and the overflow-safe construction.
-    """
-    eps_low, eps_high = trust_region(_require_config("dgpo", config))
-    n, m = dgpo_exponents(config.get("policy_loss", None))
-    out = dgpo_token_loss(
-        log_prob, old_log_prob, advantages, response_mask, eps_low=eps_low, eps_high=eps_high, n=n, m=m
-    )
-    return finish(out, "dgpo", response_mask, loss_agg_mode, config, rollout_is_weights)
+    """,
+)
 
-
-@register_policy_loss("gppo")
-def compute_policy_loss_gppo(
-    old_log_prob: torch.Tensor,
-    log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    response_mask: torch.Tensor,
-    loss_agg_mode: str = "token-mean",
-    config: Optional[Any] = None,
-    rollout_is_weights: Optional[torch.Tensor] = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+compute_policy_loss_gppo = make_policy_loss(
+    "gppo",
+    gppo_token_loss,
+    _dual_clip,
     """GPPO (Klear-Reasoner, arXiv 2508.07629): PPO's loss value, gradient ``-A·w`` per token with
     ``w = 1-ε_low`` (LN), ``1+ε_high`` (HP), ``0`` for A<0 and r > c, ``r`` otherwise.
 
     ε from ``config.clip_ratio_low/high``, c from ``config.clip_ratio_c`` (verl's default 3; the authors'
     scripts use 10). See :func:`verl_dgpo.baseline_losses.gppo_token_loss`.
-    """
-    eps_low, eps_high = trust_region(_require_config("gppo", config))
-    out = gppo_token_loss(
-        log_prob, old_log_prob, advantages, response_mask,
-        eps_low=eps_low, eps_high=eps_high, clip_ratio_c=dual_clip_ratio(config),
-    )  # fmt: skip
-    return finish(out, "gppo", response_mask, loss_agg_mode, config, rollout_is_weights)
+    """,
+)
 
-
-@register_policy_loss("ce_gppo")
-def compute_policy_loss_ce_gppo(
-    old_log_prob: torch.Tensor,
-    log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    response_mask: torch.Tensor,
-    loss_agg_mode: str = "token-mean",
-    config: Optional[Any] = None,
-    rollout_is_weights: Optional[torch.Tensor] = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+compute_policy_loss_ce_gppo = make_policy_loss(
+    "ce_gppo",
+    ce_gppo_token_loss,
+    _ce_gppo_parameters,
     """CE-GPPO (arXiv 2509.20712): gradient ``-A·w`` per token with ``w = β1·(1-ε_low)`` (LN),
     ``β2·(1+ε_high)`` (HP), ``0`` for A<0 and r > c, ``r`` otherwise.
 
     β1, β2 from ``config.policy_loss.ce_gppo_beta1/2`` (defaults 0.75, 1); ε and c as for ``gppo``.
     See :func:`verl_dgpo.baseline_losses.ce_gppo_token_loss`.
-    """
-    eps_low, eps_high = trust_region(_require_config("ce_gppo", config))
-    beta1, beta2 = ce_gppo_betas(config.get("policy_loss", None))
-    out = ce_gppo_token_loss(
-        log_prob, old_log_prob, advantages, response_mask,
-        eps_low=eps_low, eps_high=eps_high, clip_ratio_c=dual_clip_ratio(config), beta1=beta1, beta2=beta2,
-    )  # fmt: skip
-    return finish(out, "ce_gppo", response_mask, loss_agg_mode, config, rollout_is_weights)
+    """,
+)
 
-
-@register_policy_loss("aspo")
-def compute_policy_loss_aspo(
-    old_log_prob: torch.Tensor,
-    log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    response_mask: torch.Tensor,
-    loss_agg_mode: str = "token-mean",
-    config: Optional[Any] = None,
-    rollout_is_weights: Optional[torch.Tensor] = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+compute_policy_loss_aspo = make_policy_loss(
+    "aspo",
+    aspo_token_loss,
+    _dual_clip,
     """ASPO (Archer2.0, arXiv 2510.06062), fixed ε: gradient ``-A·w`` per token with, for A > 0,
     ``w = min(1/r, c)`` (0 on HP) and, for A < 0, ``w = r`` up to c, ``c`` beyond (0 on LN).
 
     ε from ``config.clip_ratio_low/high`` (the authors choose 0.2/0.4 per token by entropy, which verl's
     loss interface does not pass), c from ``config.clip_ratio_c``.
     See :func:`verl_dgpo.baseline_losses.aspo_token_loss`.
-    """
-    eps_low, eps_high = trust_region(_require_config("aspo", config))
-    out = aspo_token_loss(
-        log_prob, old_log_prob, advantages, response_mask,
-        eps_low=eps_low, eps_high=eps_high, clip_ratio_c=dual_clip_ratio(config),
-    )  # fmt: skip
-    return finish(out, "aspo", response_mask, loss_agg_mode, config, rollout_is_weights)
+    """,
+)
 
 
 @register_adv_est("dgpo")
