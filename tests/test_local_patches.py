@@ -84,7 +84,7 @@ def test_other_verl_version_is_reported(monkeypatch):
 
     monkeypatch.setattr(verl, "__version__", "0.9.2")
     problems = patches.check_patch_targets()
-    assert any("verl==0.9.2" in p and patches.PATCHED_VERL_VERSION in p for p in problems)
+    assert any("verl==0.9.2" in p and all(v in p for v in patches.PATCHED_VERL_VERSIONS) for p in problems)
     with pytest.raises(patches.VerlInternalsChanged):
         patches.apply_patches()
 

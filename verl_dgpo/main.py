@@ -134,14 +134,15 @@ def task_runner_class(config: DictConfig):
 
 
 def run(config: DictConfig) -> None:
+    local_cpu = config.get("local_cpu", {}).get("enabled", False)
+    if local_cpu:
+        check_cpu_main_job()  # before verl's trainer modules are imported: one line on 0.7.1/0.8.0
+
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
-    local_cpu = config.get("local_cpu", {}).get("enabled", False)
-    if local_cpu:
-        check_cpu_main_job()
     config = prepare(config)
     runner = None
     if local_cpu:

@@ -1,10 +1,10 @@
-"""The only patches of verl internals in verl-dgpo: three small ones that verl 0.9.1 needs to train on a CPU.
+"""The only patches of verl internals in verl-dgpo: three small ones that verl 0.9.x needs to train on a CPU.
 
 They are applied by :func:`apply_patches`, which only the local CPU preset calls (through
 :mod:`verl_dgpo.local.boot`, in each of its own Ray processes). Importing this module, the plugin
 (:mod:`verl_dgpo.registry`) or :mod:`verl_dgpo.local` changes nothing in verl.
 
-Each patch is guarded twice: the installed verl must be :data:`PATCHED_VERL_VERSION`, and
+Each patch is guarded twice: the installed verl must be one of :data:`PATCHED_VERL_VERSIONS`, and
 :func:`check_patch_targets` must find the exact code each patch works around (the function, its
 signature and the source line). If verl moves, :func:`apply_patches` raises
 :class:`VerlInternalsChanged` naming what moved, instead of silently doing something else.
@@ -31,8 +31,11 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-#: The verl release whose internals these patches were written against.
-PATCHED_VERL_VERSION = "0.9.1"
+from verl_dgpo.version import CPU_MAIN_JOB_VERL
+
+#: The verl releases whose internals these patches were written against (the three targets are
+#: identical in 0.9.0 and 0.9.1); the same tuple as :data:`verl_dgpo.version.CPU_MAIN_JOB_VERL`.
+PATCHED_VERL_VERSIONS = CPU_MAIN_JOB_VERL
 
 _MARK = "__verl_dgpo_local_patch__"
 
@@ -102,9 +105,10 @@ def check_patch_targets() -> list[str]:
     import verl
 
     problems = []
-    if verl.__version__ != PATCHED_VERL_VERSION:
+    if verl.__version__ not in PATCHED_VERL_VERSIONS:
         problems.append(
-            f"verl=={verl.__version__} is installed, but the CPU patches were written for verl=={PATCHED_VERL_VERSION}"
+            f"verl=={verl.__version__} is installed, but the CPU patches were written for verl "
+            + " or ".join(PATCHED_VERL_VERSIONS)
         )
     for name, target in TARGETS.items():
         try:
