@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Check verl-dgpo against one supported verl release in a venv of its own:
+#   bash scripts/check_verl_release.sh 0.8.0
+# 1. installs that release first, as its user would have it, then `pip install -e .`, and fails unless
+#    verl is still that release afterwards;
+# 2. runs the release-portable tests (tests/release: registration by the release's own mechanism, the
+#    loss through its actor call site against the closed form, the estimator, `--cfg job`, the version
+#    gate) and the recipe dry-runs (tests/test_recipes.py);
+# 3. swaps in verl 0.6.1 (an unsupported release) and fails unless `python -m verl_dgpo.main` refuses it
+#    with one line and exit status 2, then restores the release.
+# The venv (--system-site-packages, so it reuses the installed torch) is kept under $VERL_RELEASE_VENVS
+# (default /tmp/verl-dgpo-releases) and reused by the next run. .ci/run calls this for every release in
+# verl_dgpo/version.py's SUPPORTED_VERL other than the one installed in the main environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION=${1:?usage: bash scripts/check_verl_release.sh VERSION}
+VENV=${VERL_RELEASE_VENVS:-/tmp/verl-dgpo-releases}/verl-$VERSION
+START=$SECONDS
+say() { echo "check_verl_release $VERSION: $*"; }
+
+[ -x "$VENV/bin/python" ] || python -m venv --system-site-packages "$VENV"
+PY=$VENV/bin/python
+# verl 0.7.x and 0.8.x pin numpy<2, and pyarrow>=25 does not import with numpy 1 (it declares no numpy
+# requirement, so pip cannot see the clash): those releases need an older pyarrow next to them.
+case $VERSION in
+  0.7.*|0.8.*) EXTRA=("pyarrow<25") ;;
+  *) EXTRA=() ;;
+esac
+"$PY" -m pip install -q "verl==$VERSION" "${EXTRA[@]}"
+"$PY" -m pip install -q -e .
+INSTALLED=$("$PY" -c 'import importlib.metadata as m; print(m.version("verl"))')
+if [ "$INSTALLED" != "$VERSION" ]; then
+  say "FAIL: pip install -e . replaced verl $VERSION by $INSTALLED"
+  exit 1
+fi
+say "pip install -e . kept verl $VERSION ($((SECONDS - START)) s)"
+
+env -u VERL_USE_EXTERNAL_MODULES -u VERL_USE_EXTERNAL_PLUGINS PATH="$VENV/bin:$PATH" PYTHONPATH="$PWD" \
+  "$PY" -m pytest -q -p no:cacheprovider tests/release tests/test_recipes.py
+
+# An unsupported release: one line, exit status 2, before hydra or Ray.
+"$PY" -m pip install -q --no-deps "verl==0.6.1"
+set +e
+REFUSAL=$(cd / && env -u VERL_USE_EXTERNAL_MODULES PYTHONPATH="$OLDPWD" "$PY" -m verl_dgpo.main 2>&1)
+STATUS=$?
+set -e
+"$PY" -m pip install -q --no-deps "verl==$VERSION"
+if [ "$STATUS" != 2 ] || [ "$(printf '%s\n' "$REFUSAL" | wc -l)" != 1 ] || [[ $REFUSAL != *"verl==0.6.1"* ]]; then
+  say "FAIL: verl 0.6.1 was not refused with one line and status 2 (status $STATUS):"
+  printf '%s\n' "$REFUSAL"
+  exit 1
+fi
+say "verl 0.6.1 refused: $REFUSAL"
+say "OK in $((SECONDS - START)) s"
