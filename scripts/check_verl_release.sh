@@ -35,8 +35,16 @@ if [ "$INSTALLED" != "$VERSION" ]; then
 fi
 say "pip install -e . kept verl $VERSION ($((SECONDS - START)) s)"
 
-env -u VERL_USE_EXTERNAL_MODULES -u VERL_USE_EXTERNAL_PLUGINS PATH="$VENV/bin:$PATH" PYTHONPATH="$PWD" \
-  "$PY" -m pytest -q -p no:cacheprovider tests/release tests/test_recipes.py
+run_tests() {
+  env -u VERL_USE_EXTERNAL_MODULES -u VERL_USE_EXTERNAL_PLUGINS PATH="$VENV/bin:$PATH" PYTHONPATH="$PWD" \
+    "$PY" -m pytest -q -p no:cacheprovider "$@"
+}
+T=$SECONDS
+run_tests tests/release
+say "tests/release passed ($((SECONDS - T)) s)"
+T=$SECONDS
+run_tests tests/test_recipes.py
+say "tests/test_recipes.py passed ($((SECONDS - T)) s)"
 
 # An unsupported release: one line, exit status 2, before hydra or Ray.
 "$PY" -m pip install -q --no-deps "verl==0.6.1"

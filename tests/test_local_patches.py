@@ -188,3 +188,20 @@ def test_each_patch_removes_its_cpu_error_and_is_reversible():
     assert "No engine registered for device='cpu'" in state["engine_error"]
     assert state["pin_after_remove"] is True
     assert "Duplicate device type cpu" in state["pg_error"]
+
+
+def test_torch_padding_helpers_of_the_verl_0_9_0_fallback_match_a_hand_computation():
+    """verl 0.9.0 needs flash-attn for these; the CPU preset's torch versions, checked on a 2×3 mask."""
+    import torch
+
+    from verl_dgpo.local import patches
+
+    mask = torch.tensor([[1, 1, 0], [0, 1, 1]])
+    hidden = torch.arange(6.0).reshape(2, 3, 1)  # token values 0..5 in row-major order
+    rows, indices, cu_seqlens, max_len, used = patches._torch_unpad_input(hidden, mask)
+    assert indices.tolist() == [0, 1, 4, 5]
+    assert rows.flatten().tolist() == [0.0, 1.0, 4.0, 5.0]
+    assert cu_seqlens.tolist() == [0, 2, 4] and max_len == 2 and used.tolist() == [2, 2]
+    padded = patches._torch_pad_input(rows, indices, 2, 3)
+    assert padded.flatten().tolist() == [0.0, 1.0, 0.0, 0.0, 4.0, 5.0]
+    assert patches._torch_index_first_axis(hidden.reshape(6, 1), indices).flatten().tolist() == [0.0, 1.0, 4.0, 5.0]

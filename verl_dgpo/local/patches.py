@@ -21,6 +21,12 @@ signature and the source line). If verl moves, :func:`apply_patches` raises
 3. **Pinned memory** (``verl.workers.engine.fsdp.transformer_impl.CPUOffloadPolicy``): the reference model is
    built with ``CPUOffloadPolicy(pin_memory=True)``; pinning needs an accelerator ("Cannot access accelerator
    device when none is available"). The replacement is a subclass that never pins.
+
+On verl 0.9.0 only, one more (:data:`ATTENTION_FALLBACK_VERL`): **padding helpers**
+(``verl.utils.attention_utils._get_attention_functions``) import ``flash_attn.bert_padding`` unconditionally,
+and flash-attn has no CPU build ("No module named 'flash_attn'" when the trainer removes padding before
+``compute_log_prob``); 0.9.1 falls back to torch itself. The replacement returns pure-torch equivalents,
+and only when flash-attn is not importable.
 """
 
 from __future__ import annotations
@@ -193,6 +199,74 @@ def _unpinned_offload_policy(original: type) -> type:
     return UnpinnedCPUOffloadPolicy
 
 
+#: Releases whose ``attention_utils`` needs flash-attn for its padding helpers (0.9.1 has a torch fallback).
+ATTENTION_FALLBACK_VERL = ("0.9.0",)
+ATTENTION_IMPORT = "from flash_attn.bert_padding import index_first_axis, pad_input, rearrange, unpad_input"
+
+
+def _torch_index_first_axis(tensor, indices):
+    """Rows ``indices`` of ``tensor`` along its first axis (flash-attn's ``index_first_axis``)."""
+    return tensor[indices]
+
+
+def _torch_pad_input(hidden_states, indices, batch, seqlen):
+    """Scatter the unpadded rows back into a zero ``(batch, seqlen, ...)`` tensor (flash-attn's ``pad_input``)."""
+    import torch
+
+    out = torch.zeros((batch * seqlen, *hidden_states.shape[1:]), dtype=hidden_states.dtype, device=hidden_states.device)
+    out[indices] = hidden_states
+    return out.reshape(batch, seqlen, *hidden_states.shape[1:])
+
+
+def _torch_unpad_input(hidden_states, attention_mask, unused_mask=None):
+    """flash-attn's ``unpad_input``: (kept rows, their flat indices, cu_seqlens, max seqlen, used seqlens)."""
+    import torch
+
+    keep = attention_mask if unused_mask is None else attention_mask + unused_mask
+    lengths = keep.sum(dim=-1, dtype=torch.int32)
+    indices = keep.flatten().nonzero(as_tuple=True)[0]
+    cu_seqlens = torch.zeros(lengths.numel() + 1, dtype=torch.int32, device=lengths.device)
+    cu_seqlens[1:] = lengths.cumsum(0)
+    flat = hidden_states.reshape(-1, *hidden_states.shape[2:])
+    return flat[indices], indices, cu_seqlens, int(lengths.max()), attention_mask.sum(dim=-1, dtype=torch.int32)
+
+
+def _torch_rearrange(*args, **kwargs):
+    from einops import rearrange
+
+    return rearrange(*args, **kwargs)
+
+
+def _torch_attention_functions():
+    return _torch_index_first_axis, _torch_pad_input, _torch_rearrange, _torch_unpad_input
+
+
+setattr(_torch_attention_functions, _MARK, True)
+
+
+def apply_attention_fallback() -> bool:
+    """On :data:`ATTENTION_FALLBACK_VERL` without flash-attn, use the torch padding helpers; return whether applied."""
+    import importlib.util
+
+    import verl
+
+    if verl.__version__ not in ATTENTION_FALLBACK_VERL or importlib.util.find_spec("flash_attn") is not None:
+        return False
+    import verl.utils.attention_utils as attention_utils
+
+    current = attention_utils._get_attention_functions
+    if getattr(current, _MARK, False):
+        return True
+    if ATTENTION_IMPORT not in inspect.getsource(current):
+        raise VerlInternalsChanged(
+            f"verl-dgpo's CPU support: verl.utils.attention_utils._get_attention_functions no longer contains "
+            f"{ATTENTION_IMPORT!r}"
+        )
+    _torch_attention_functions.__wrapped__ = current
+    attention_utils._get_attention_functions = _torch_attention_functions
+    return True
+
+
 def applied_patches() -> list[str]:
     """Names of the patches currently in effect in this process."""
     applied = []
@@ -229,6 +303,7 @@ def apply_patches() -> list[str]:
         EngineRegistry.get_engine_cls = _patched_get_engine_cls(EngineRegistry.__dict__["get_engine_cls"].__func__)
     if "pinned_memory" not in done:
         transformer_impl.CPUOffloadPolicy = _unpinned_offload_policy(transformer_impl.CPUOffloadPolicy)
+    apply_attention_fallback()
     return applied_patches()
 
 
@@ -251,3 +326,6 @@ def remove_patches() -> None:
     cls = transformer_impl.CPUOffloadPolicy
     if getattr(cls, _MARK, False):
         transformer_impl.CPUOffloadPolicy = cls.__wrapped__
+    attention_utils = sys.modules.get("verl.utils.attention_utils")
+    if attention_utils is not None and getattr(attention_utils._get_attention_functions, _MARK, False):
+        attention_utils._get_attention_functions = attention_utils._get_attention_functions.__wrapped__
