@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Check verl-dgpo against one supported verl release in a venv of its own:
-#   bash scripts/check_verl_release.sh 0.8.0 [--main-job]
+#   bash scripts/check_verl_release.sh 0.8.0
 # 1. installs that release first, as its user would have it, then `pip install -e .`, and fails unless
 #    verl is still that release afterwards;
 # 2. runs the release-portable tests (tests/release: registration by the release's own mechanism, the
@@ -8,14 +8,15 @@
 #    gate) and the recipe dry-runs (tests/test_recipes.py);
 # 3. swaps in verl 0.6.1 (an unsupported release) and fails unless `python -m verl_dgpo.main` refuses it
 #    with one line and exit status 2, then restores the release.
-# 4. with --main-job, runs the CPU main job (3 steps of verl's real trainer) on that release.
+# 4. on a release of CPU_MAIN_JOB_VERL (verl_dgpo/version.py), runs the CPU main job: 3 steps of verl's
+#    real trainer, `python -m verl_dgpo.main --config-name local_cpu` (SKIP_MAIN_JOB=1 skips it).
+#    Elsewhere tests/release has checked its one-line refusal.
 # The venv (--system-site-packages, so it reuses the installed torch) is kept under $VERL_RELEASE_VENVS
 # (default /tmp/verl-dgpo-releases) and reused by the next run. .ci/run calls this for every release in
 # verl_dgpo/version.py's SUPPORTED_VERL other than the one installed in the main environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VERSION=${1:?usage: bash scripts/check_verl_release.sh VERSION [--main-job]}
-MAIN_JOB=${2:-}
+VERSION=${1:?usage: bash scripts/check_verl_release.sh VERSION}
 VENV=${VERL_RELEASE_VENVS:-/tmp/verl-dgpo-releases}/verl-$VERSION
 START=$SECONDS
 say() { echo "check_verl_release $VERSION: $*"; }
@@ -61,7 +62,8 @@ if [ "$STATUS" != 2 ] || [ "$(printf '%s\n' "$REFUSAL" | wc -l)" != 1 ] || [[ $R
   exit 1
 fi
 say "verl 0.6.1 refused: $REFUSAL"
-if [ "$MAIN_JOB" = --main-job ]; then
+MAIN_JOB=$("$PY" -c "from verl_dgpo.version import CPU_MAIN_JOB_VERL; print('$VERSION' in CPU_MAIN_JOB_VERL)")
+if [ "$MAIN_JOB" = True ] && [ "${SKIP_MAIN_JOB:-0}" != 1 ]; then
   T=$SECONDS
   OUT=$(mktemp -d)
   (cd "$OUT" && env -u VERL_USE_EXTERNAL_MODULES PYTHONPATH="$OLDPWD" \
