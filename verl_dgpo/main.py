@@ -4,8 +4,8 @@ It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus 
 the driver, before Ray starts, that verl is a supported release (:mod:`verl_dgpo.version`), that the
 plugin is registered and that every DGPO key is valid, and then runs verl's own PPO trainer. It names
 ``verl_dgpo.registry`` in ``VERL_USE_EXTERNAL_MODULES`` before verl is imported, so the driver and every
-Ray worker load the plugin on every release (0.7.1 and 0.8.0 have no entry-point loading). Hydra's flags work as usual, e.g.
-``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
+Ray worker load the plugin on every release (0.7.1 and 0.8.0 have no entry-point loading). Hydra's
+flags work as usual, e.g. ``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
 """
 
 from __future__ import annotations
