@@ -2,8 +2,9 @@
 
 verl imports it at ``import verl``, in every process (the driver and each Ray worker): through the
 ``verl.plugins`` entry point (verl >= 0.9.0) or because ``VERL_USE_EXTERNAL_MODULES`` names it (every
-supported release; ``python -m verl_dgpo.main`` sets it). Importing it only *adds* names to verl's registries; it changes nothing verl
-already has, and refuses to overwrite a name that another package registered.
+supported release; ``python -m verl_dgpo.main`` sets it). Importing it only *adds* names to verl's
+registries; it changes nothing verl already has, and refuses to overwrite a name that another package
+registered.
 """
 
 from __future__ import annotations

@@ -229,7 +229,8 @@ def test_engine_ppo_loss_gives_the_closed_form_gradient():
     tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=bsz)
     flat_log_probs = torch.cat(flat).requires_grad_(True)
 
-    loss, metrics = ppo_loss(verl_actor_config(mini_batch_size=bsz, micro_batch_size=bsz), {"log_probs": flat_log_probs}, data)
+    config = verl_actor_config(mini_batch_size=bsz, micro_batch_size=bsz)
+    loss, metrics = ppo_loss(config, {"log_probs": flat_log_probs}, data)
     loss.backward()
 
     expected = expected_grad(list(range(bsz)), mask, log_ratio, adv)
@@ -237,7 +238,8 @@ def test_engine_ppo_loss_gives_the_closed_form_gradient():
         for t, pos in enumerate(row):
             assert flat_log_probs.grad[pos].item() == pytest.approx(expected[i, t].item(), rel=1e-6)
     response_positions = {p for row in positions for p in row}
-    assert all(flat_log_probs.grad[p].item() == 0.0 for p in range(flat_log_probs.numel()) if p not in response_positions)
+    others = [p for p in range(flat_log_probs.numel()) if p not in response_positions]
+    assert all(flat_log_probs.grad[p].item() == 0.0 for p in others)
     assert "actor/dgpo_ln_frac" in metrics
 
 
