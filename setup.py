@@ -41,8 +41,10 @@ setup(
     install_requires=[
         # verl's run-time dependencies as verl itself declares them: 0.9.1's `verl-core` extra (TransferQueue
         # for the v1 trainer, fastapi, uvicorn, cachetools, ...). Releases without that extra ignore it
-        # with a warning; the three lines below cover what their trainers import without declaring it.
+        # with a warning; the lines below cover what their trainers import without declaring it
+        # (0.9.0's v1 trainer imports transfer_queue; 0.7.1-0.9.0 serve rollouts with fastapi/uvicorn).
         f"verl[verl-core]{VERL_RANGE}",
+        "TransferQueue>=0.1.10",
         "fastapi",
         "uvicorn",
         "cachetools",
