@@ -1,8 +1,9 @@
 """Trainer entry point: ``python -m verl_dgpo.main`` (console script ``verl-dgpo-train``).
 
 It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas), checks on
-the driver, before Ray starts, that the plugin is registered, that verl is the pinned release and that
-every DGPO key is valid, and then runs verl's own PPO trainer. Hydra's flags work as usual, e.g.
+the driver, before Ray starts, that the plugin is registered, that verl is the pinned release, that
+every DGPO key is valid and that the run can start (:mod:`verl_dgpo.preflight`: verl's config checks,
+GPUs, rollout engine, data files, model), and then runs verl's own PPO trainer with a bounded Ray start. Hydra's flags work as usual, e.g.
 ``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 
 import hydra
@@ -18,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from verl_dgpo import PluginNotInstalledError, check_installed
 from verl_dgpo.external_modules import add_external_module
 from verl_dgpo.methods import UnknownMethodError, verl_loss_mode
+from verl_dgpo.preflight import PreflightError, preflight
+from verl_dgpo.ray_start import RayStartTimeout, bounded_ray_start
 from verl_dgpo.validation import DGPOConfigError
 from verl_dgpo.version import VERL_VERSION
 
@@ -33,7 +37,10 @@ class VerlVersionError(RuntimeError):
 
 
 #: Errors that are the user's to fix: printed as one clear line, no traceback.
-USER_ERRORS = (ConfigError, DGPOConfigError, UnknownMethodError, PluginNotInstalledError, VerlVersionError)
+USER_ERRORS = (
+    ConfigError, DGPOConfigError, UnknownMethodError, PluginNotInstalledError, VerlVersionError, PreflightError,
+    RayStartTimeout,
+)  # fmt: skip
 
 
 def user_error_in(err: BaseException):
@@ -74,10 +81,30 @@ def check_adv_estimator(config: DictConfig) -> None:
         )
 
 
+POLICY_LOSS_NODE = "actor_rollout_ref.actor.policy_loss"
+
+
+def keys_set_from(config: DictConfig, node: str = POLICY_LOSS_NODE) -> dict[str, str]:
+    """verl key -> the key its value comes from, for values that are a plain ``${other.key}`` (unresolved).
+
+    Our yaml sets ``...policy_loss.dgpo_n: ${algorithm.dgpo.n}``, so an error about ``dgpo_n`` is about
+    what the user typed as ``algorithm.dgpo.n``; a user who set ``dgpo_n`` itself (verl's own entry point,
+    or an override of the long key) replaced the interpolation, and the long key is then the right name.
+    """
+    raw = OmegaConf.to_container(OmegaConf.select(config, node), resolve=False) or {}
+    sources = {}
+    for name, value in raw.items():
+        match = re.fullmatch(r"\$\{([\w.]+)\}", value) if isinstance(value, str) else None
+        if match:
+            sources[f"{node}.{name}"] = match.group(1)
+    return sources
+
+
 def prepare(config: DictConfig) -> DictConfig:
     """Driver-side checks and resolution; returns the resolved config that verl's trainer receives."""
     check_installed()
     check_verl_version()
+    typed_keys = keys_set_from(config)
     try:
         OmegaConf.resolve(config)
         check_adv_estimator(config)
@@ -91,6 +118,8 @@ def prepare(config: DictConfig) -> DictConfig:
         dual_clip_ratio(actor)  # c of grpo/gppo/ce_gppo/aspo: fail here, not in a worker's first step
     except Exception as err:
         cause = user_error_in(err)
+        if isinstance(cause, DGPOConfigError) and cause.key in typed_keys:
+            raise cause.for_key(typed_keys[cause.key]) from err
         if cause is None or cause is err:
             raise
         raise cause from err
@@ -128,20 +157,29 @@ def task_runner_class(config: DictConfig):
 
 
 def run(config: DictConfig) -> None:
-    from verl.trainer.main_ppo import run_ppo
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
-    from verl.utils.device import auto_set_device
+    from verl_dgpo.preflight import ray_cluster_address
 
     config = prepare(config)
+    for note in preflight(config):  # verl's validate_config included
+        print(f"verl-dgpo: note: {note}", flush=True)
     runner = None
     if config.get("local_cpu", {}).get("enabled", False):
         from verl_dgpo.local import activate
 
-        runner = activate(config)
+        runner = activate(config)  # starts Ray itself, within local_cpu.ray_start_timeout_s
+    # Imported only now: importing verl's main_ppo probes the accelerator, which logs warnings on a
+    # machine without one (before the local preset registers its CPU platform, or before preflight says why).
+    import ray
+    from verl.trainer.main_ppo import run_ppo
+    from verl.utils.device import auto_set_device
+
     auto_set_device(config)
-    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    run_ppo(config, task_runner_class=runner or task_runner_class(config))
+    bounded_ray_start(
+        lambda: run_ppo(config, task_runner_class=runner or task_runner_class(config)),
+        float(config.get("preflight", {}).get("ray_start_timeout_s", 0)),
+        is_started=ray.is_initialized,
+        address=ray_cluster_address(config, os.environ),
+    )
 
 
 #: Our yaml folder, as a file-system path: the package-relative form would name the module
