@@ -156,6 +156,11 @@ def check_gpus(config: DictConfig, visible: int, environ: Mapping[str, str]) -> 
 # --- 3. back-ends ----------------------------------------------------------------------------------
 
 
+def package_installed(package: str) -> bool:
+    """Whether ``import package`` would find it (without importing it)."""
+    return importlib.util.find_spec(package) is not None
+
+
 def check_rollout_backend(config: DictConfig) -> None:
     """``actor_rollout_ref.rollout.name`` is a rollout verl registers, and its engine package is installed."""
     from verl.workers.rollout.base import _ROLLOUT_REGISTRY
@@ -168,8 +173,8 @@ def check_rollout_backend(config: DictConfig) -> None:
             f"(hf only with `--config-name local_cpu`)."
         )
     package = ROLLOUT_PACKAGES.get(name)
-    if package and importlib.util.find_spec(package) is None:
-        others = [other for other in names if other != name and importlib.util.find_spec(ROLLOUT_PACKAGES.get(other, other))]
+    if package and not package_installed(package):
+        others = [other for other in names if other != name and package_installed(ROLLOUT_PACKAGES.get(other, other))]
         instead = f", or actor_rollout_ref.rollout.name={others[0]} (installed)" if others else ""
         raise PreflightError(
             f"actor_rollout_ref.rollout.name={name} needs the Python package {package!r}, which is not installed "
