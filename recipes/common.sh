@@ -114,7 +114,7 @@ ARGS=(
   reward.custom_reward_function.path=pkg://verl_dgpo.reward reward.custom_reward_function.name=compute_score
   trainer.nnodes="$NNODES" trainer.n_gpus_per_node="$GPUS_PER_NODE"
   trainer.project_name="$PROJECT_NAME" trainer.experiment_name="$EXPERIMENT_NAME"
-  trainer.default_local_dir="$CHECKPOINT_ROOT"'/${trainer.project_name}/${trainer.experiment_name}'
+  trainer.default_local_dir="$CHECKPOINT_ROOT/\${trainer.project_name}/\${trainer.experiment_name}"
   trainer.logger="$LOGGER"
   trainer.total_epochs="$TOTAL_EPOCHS" trainer.total_training_steps="$TOTAL_TRAINING_STEPS"
   trainer.save_freq="$SAVE_FREQ" trainer.test_freq="$TEST_FREQ" trainer.val_before_train=true

@@ -3,7 +3,8 @@
 It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas), checks on
 the driver, before Ray starts, that the plugin is registered, that verl is the pinned release, that
 every DGPO key is valid and that the run can start (:mod:`verl_dgpo.preflight`: verl's config checks,
-GPUs, rollout engine, data files, model), and then runs verl's own PPO trainer with a bounded Ray start. Hydra's flags work as usual, e.g.
+GPUs, rollout engine, data files, model), and then runs verl's own PPO trainer, with a time limit on
+Ray's start-up (:mod:`verl_dgpo.ray_start`). Hydra's flags work as usual, e.g.
 ``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
 """
 
@@ -91,7 +92,8 @@ def keys_set_from(config: DictConfig, node: str = POLICY_LOSS_NODE) -> dict[str,
     what the user typed as ``algorithm.dgpo.n``; a user who set ``dgpo_n`` itself (verl's own entry point,
     or an override of the long key) replaced the interpolation, and the long key is then the right name.
     """
-    raw = OmegaConf.to_container(OmegaConf.select(config, node), resolve=False) or {}
+    section = OmegaConf.select(config, node)
+    raw = OmegaConf.to_container(section, resolve=False) if isinstance(section, DictConfig) else {}
     sources = {}
     for name, value in raw.items():
         match = re.fullmatch(r"\$\{([\w.]+)\}", value) if isinstance(value, str) else None

@@ -85,8 +85,8 @@ def check_batch_sizes(config: DictConfig) -> None:
     # verl checks this only without dynamic batch sizes (verl/workers/config/actor.py ActorConfig.validate).
     if not actor.get("use_dynamic_bsz", False) and prompts < mini:
         raise PreflightError(
-            f"data.train_batch_size={prompts} is not allowed: it must be >= actor_rollout_ref.actor.ppo_mini_batch_size "
-            f"({mini}); raise data.train_batch_size or lower actor_rollout_ref.actor.ppo_mini_batch_size."
+            f"data.train_batch_size={prompts} is not allowed: it must be >= "
+            f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini}); raise data.train_batch_size or lower actor_rollout_ref.actor.ppo_mini_batch_size."
         )
 
 
@@ -104,7 +104,9 @@ def check_verl_config(config: DictConfig) -> None:
         if type(err).__module__.startswith("verl_dgpo"):
             raise
         reason = " ".join(str(err).split()) or type(err).__name__
-        raise PreflightError(f"verl's config check (verl.utils.config.validate_config) refused the config: {reason}") from err
+        raise PreflightError(
+            f"verl's config check (verl.utils.config.validate_config) refused the config: {reason}"
+        ) from err
     finally:  # pass verl's notices on; its "All configuration checks passed" line says nothing on success
         for line in printed.getvalue().splitlines():
             if line.strip() and "All configuration checks passed" not in line:
@@ -233,7 +235,9 @@ def check_data_file(key: str, path: str, config: DictConfig, *, check_columns: b
     if path.endswith((".json", ".jsonl")):
         return  # verl reads these too; their columns are only known after reading every row
     if not path.endswith(".parquet"):
-        raise PreflightError(f"{key}: {path!r} is not a .parquet file. Allowed: .parquet (or .json/.jsonl, which verl also reads).")
+        raise PreflightError(
+            f"{key}: {path!r} is not a .parquet file. Allowed: .parquet (or .json/.jsonl, which verl also reads)."
+        )
     if not check_columns:
         return
     import pyarrow as pa
