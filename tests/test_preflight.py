@@ -403,3 +403,16 @@ def test_recipe_without_gpus_or_data_exits_2_within_60_s(tmp_path):
     )
     assert_one_line_before_ray(proc, "trainer.n_gpus_per_node=8")
     assert wall < 60
+
+
+def test_timeout_wrapped_by_ray_still_reaches_the_user():
+    # ray.init turns an exception raised inside its connection loop into ConnectionError (seen with ray 2.60).
+    def ray_like_init():
+        try:
+            time.sleep(5)
+        except RayStartTimeout as err:
+            raise ConnectionError("Failed to connect to Ray cluster") from err
+
+    with pytest.raises(ConnectionError) as info:
+        bounded_ray_start(ray_like_init, 0.2, is_started=lambda: False)
+    assert isinstance(entry.user_error_in(info.value), RayStartTimeout)
