@@ -74,6 +74,9 @@ TOTAL_TRAINING_STEPS=${TOTAL_TRAINING_STEPS:-500}  # ours
 SAVE_FREQ=${SAVE_FREQ:-50}; TEST_FREQ=${TEST_FREQ:-50}
 PROJECT_NAME=${PROJECT_NAME:-verl-dgpo}
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-${METHOD}-${SIZE}}
+# Checkpoints go to $CHECKPOINT_ROOT/<trainer.project_name>/<trainer.experiment_name>, so every recipe (and
+# every experiment name given as a trailing override) has its own folder and never resumes another's.
+CHECKPOINT_ROOT=${CHECKPOINT_ROOT:-$PWD/checkpoints}
 LOGGER=${LOGGER:-"['console','wandb']"}
 
 ARGS=(
@@ -111,6 +114,7 @@ ARGS=(
   reward.custom_reward_function.path=pkg://verl_dgpo.reward reward.custom_reward_function.name=compute_score
   trainer.nnodes="$NNODES" trainer.n_gpus_per_node="$GPUS_PER_NODE"
   trainer.project_name="$PROJECT_NAME" trainer.experiment_name="$EXPERIMENT_NAME"
+  trainer.default_local_dir="$CHECKPOINT_ROOT/\${trainer.project_name}/\${trainer.experiment_name}"
   trainer.logger="$LOGGER"
   trainer.total_epochs="$TOTAL_EPOCHS" trainer.total_training_steps="$TOTAL_TRAINING_STEPS"
   trainer.save_freq="$SAVE_FREQ" trainer.test_freq="$TEST_FREQ" trainer.val_before_train=true
@@ -119,7 +123,9 @@ ARGS=(
 if [ "${DRY_RUN:-0}" = 1 ]; then
   exec python -m verl_dgpo.main --cfg job --resolve "${ARGS[@]}" "$@"
 fi
-if [ "$NNODES" -gt 1 ] && [ -z "${RAY_ADDRESS:-}" ] && ! ray status >/dev/null 2>&1; then
+# Before training, verl_dgpo.main checks GPUs, data, model and rollout engine (verl_dgpo/preflight.py)
+# and exits 2 with one line when one is missing.
+if [ "$NNODES" -gt 1 ] && [ -z "${RAY_ADDRESS:-}" ] && ! timeout 30 ray status >/dev/null 2>&1; then
   echo "recipes/common.sh: NNODES=$NNODES needs a running Ray cluster: 'ray start --head' here and" \
        "'ray start --address=<head>:6379' on the other nodes (see recipes/README.md)." >&2
   exit 2

@@ -70,8 +70,8 @@ def compose_dgpo(overrides):
 @pytest.mark.parametrize(
     "override,key",
     [
-        ("algorithm.dgpo.n=0", "actor_rollout_ref.actor.policy_loss.dgpo_n"),
-        ("algorithm.dgpo.m=abc", "actor_rollout_ref.actor.policy_loss.dgpo_m"),
+        ("algorithm.dgpo.n=0", "algorithm.dgpo.n=0 is not allowed"),
+        ("algorithm.dgpo.m=abc", "algorithm.dgpo.m='abc' is not allowed"),
         ("actor_rollout_ref.actor.clip_ratio_low=1.5", "actor_rollout_ref.actor.clip_ratio_low"),
         ("actor_rollout_ref.actor.clip_ratio_high=0", "actor_rollout_ref.actor.clip_ratio_high"),
     ],

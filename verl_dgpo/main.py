@@ -2,7 +2,9 @@
 
 It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas), checks on
 the driver, before Ray starts, that verl is a supported release (:mod:`verl_dgpo.version`), that the
-plugin is registered and that every DGPO key is valid, and then runs verl's own PPO trainer. It names
+plugin is registered, that every DGPO key is valid and that the run can start (:mod:`verl_dgpo.preflight`:
+verl's config checks, GPUs, rollout engine, data files, model), and then runs verl's own PPO trainer,
+with a time limit on Ray's start-up (:mod:`verl_dgpo.ray_start`). It names
 ``verl_dgpo.registry`` in ``VERL_USE_EXTERNAL_MODULES`` before verl is imported, so the driver and every
 Ray worker load the plugin on every release (0.7.1 and 0.8.0 have no entry-point loading). Hydra's
 flags work as usual, e.g. ``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 
 import hydra
@@ -20,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from verl_dgpo import ENTRY_POINT_VALUE, PluginNotInstalledError, check_installed
 from verl_dgpo.external_modules import add_external_module
 from verl_dgpo.methods import UnknownMethodError, verl_loss_mode
+from verl_dgpo.preflight import PreflightError, preflight
+from verl_dgpo.ray_start import RayStartTimeout, bounded_ray_start
 from verl_dgpo.validation import DGPOConfigError
 from verl_dgpo.version import VerlVersionError, check_cpu_main_job, check_verl_version
 
@@ -31,7 +36,10 @@ class ConfigError(ValueError):
 
 
 #: Errors that are the user's to fix: printed as one clear line, no traceback.
-USER_ERRORS = (ConfigError, DGPOConfigError, UnknownMethodError, PluginNotInstalledError, VerlVersionError)
+USER_ERRORS = (
+    ConfigError, DGPOConfigError, UnknownMethodError, PluginNotInstalledError, VerlVersionError, PreflightError,
+    RayStartTimeout,
+)  # fmt: skip
 
 
 def user_error_in(err: BaseException):
@@ -62,11 +70,32 @@ def check_adv_estimator(config: DictConfig) -> None:
         )
 
 
+POLICY_LOSS_NODE = "actor_rollout_ref.actor.policy_loss"
+
+
+def keys_set_from(config: DictConfig, node: str = POLICY_LOSS_NODE) -> dict[str, str]:
+    """verl key -> the key its value comes from, for values that are a plain ``${other.key}`` (unresolved).
+
+    Our yaml sets ``...policy_loss.dgpo_n: ${algorithm.dgpo.n}``, so an error about ``dgpo_n`` is about
+    what the user typed as ``algorithm.dgpo.n``; a user who set ``dgpo_n`` itself (verl's own entry point,
+    or an override of the long key) replaced the interpolation, and the long key is then the right name.
+    """
+    section = OmegaConf.select(config, node)
+    raw = OmegaConf.to_container(section, resolve=False) if isinstance(section, DictConfig) else {}
+    sources = {}
+    for name, value in raw.items():
+        match = re.fullmatch(r"\$\{([\w.]+)\}", value) if isinstance(value, str) else None
+        if match:
+            sources[f"{node}.{name}"] = match.group(1)
+    return sources
+
+
 def prepare(config: DictConfig) -> DictConfig:
     """Driver-side checks and resolution; returns the resolved config that verl's trainer receives."""
     check_verl_version()
     load_plugin_everywhere()
     check_installed()
+    typed_keys = keys_set_from(config)
     try:
         OmegaConf.resolve(config)
         check_adv_estimator(config)
@@ -80,6 +109,8 @@ def prepare(config: DictConfig) -> DictConfig:
         dual_clip_ratio(actor)  # c of grpo/gppo/ce_gppo/aspo: fail here, not in a worker's first step
     except Exception as err:
         cause = user_error_in(err)
+        if isinstance(cause, DGPOConfigError) and cause.key in typed_keys:
+            raise cause.for_key(typed_keys[cause.key]) from err
         if cause is None or cause is err:
             raise
         raise cause from err
@@ -138,20 +169,29 @@ def run(config: DictConfig) -> None:
     if local_cpu:
         check_cpu_main_job()  # before verl's trainer modules are imported: one line on 0.7.1/0.8.0
 
-    from verl.trainer.main_ppo import run_ppo
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
-    from verl.utils.device import auto_set_device
+    from verl_dgpo.preflight import ray_cluster_address
 
     config = prepare(config)
+    for note in preflight(config):  # verl's validate_config included
+        print(f"verl-dgpo: note: {note}", flush=True)
     runner = None
     if local_cpu:
         from verl_dgpo.local import activate
 
-        runner = activate(config)
+        runner = activate(config)  # starts Ray itself, within local_cpu.ray_start_timeout_s
+    # Imported only now: importing verl's main_ppo probes the accelerator, which logs warnings on a
+    # machine without one (before the local preset registers its CPU platform, or before preflight says why).
+    import ray
+    from verl.trainer.main_ppo import run_ppo
+    from verl.utils.device import auto_set_device
+
     auto_set_device(config)
-    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    run_ppo(config, task_runner_class=runner or task_runner_class(config))
+    bounded_ray_start(
+        lambda: run_ppo(config, task_runner_class=runner or task_runner_class(config)),
+        float(config.get("preflight", {}).get("ray_start_timeout_s", 0)),
+        is_started=ray.is_initialized,
+        address=ray_cluster_address(config, os.environ),
+    )
 
 
 #: Our yaml folder, as a file-system path: the package-relative form would name the module

@@ -16,7 +16,22 @@ ACTOR_KEY = "actor_rollout_ref.actor"
 
 
 class DGPOConfigError(ValueError):
-    """A DGPO hyper-parameter is out of range or of the wrong type; the message names the key."""
+    """A DGPO hyper-parameter is out of range or of the wrong type; the message names the key.
+
+    ``key``, ``value`` and ``allowed`` are kept so that the driver can name the key the user typed
+    (``algorithm.dgpo.n``) where it set verl's key (``...policy_loss.dgpo_n``) from it: :meth:`for_key`.
+    """
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is not allowed: it must be a number {allowed}.")
+
+    def __reduce__(self):  # picklable across Ray processes despite the three-argument constructor
+        return DGPOConfigError, (self.key, self.value, self.allowed)
+
+    def for_key(self, key: str) -> "DGPOConfigError":
+        """The same error, naming ``key`` instead."""
+        return DGPOConfigError(key, self.value, self.allowed)
 
 
 def require_number(key: str, value: Any, *, minimum: float | None = None, low_open: float | None = None,
@@ -33,7 +48,7 @@ def require_number(key: str, value: Any, *, minimum: float | None = None, low_op
         and (high_open is None or number < high_open)
     )
     if not ok:
-        raise DGPOConfigError(f"{key}={value!r} is not allowed: it must be a number {allowed}.")
+        raise DGPOConfigError(key, value, allowed)
     return number
 
 
@@ -70,11 +85,14 @@ def trust_region(actor_config: Any) -> tuple[float, float]:
     clip_ratio = actor_config.get("clip_ratio", 0.2)
     low = actor_config.get("clip_ratio_low", None)
     high = actor_config.get("clip_ratio_high", None)
+    # An unset bound takes clip_ratio's value, so a bad value is the user's clip_ratio: name that key.
+    low_key = f"{ACTOR_KEY}.clip_ratio" if low is None else f"{ACTOR_KEY}.clip_ratio_low"
+    high_key = f"{ACTOR_KEY}.clip_ratio" if high is None else f"{ACTOR_KEY}.clip_ratio_high"
     low = clip_ratio if low is None else low
     high = clip_ratio if high is None else high
     return (
-        require_number(f"{ACTOR_KEY}.clip_ratio_low", low, low_open=0.0, high_open=1.0, allowed="in (0, 1)"),
-        require_number(f"{ACTOR_KEY}.clip_ratio_high", high, low_open=0.0, allowed="> 0"),
+        require_number(low_key, low, low_open=0.0, high_open=1.0, allowed="in (0, 1)"),
+        require_number(high_key, high, low_open=0.0, allowed="> 0"),
     )
 
 
