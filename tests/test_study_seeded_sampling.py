@@ -3,10 +3,16 @@
 import math
 import types
 
+import os
+import sys
+
 import pytest
 import torch
 
-from verl_dgpo.study.seeded_sampling import inverse_cdf_sample, request_seed, sample_batch
+EXPERIMENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "method_comparison")
+sys.path.insert(0, EXPERIMENT)
+
+from comparison_study.seeded_sampling import inverse_cdf_sample, request_seed, sample_batch
 
 
 @pytest.mark.parametrize(
@@ -75,7 +81,7 @@ def test_a_requests_sample_does_not_depend_on_its_batch_or_position():
 
 
 def test_seeded_sampler_is_installed_when_the_rollout_module_is_imported_first():
-    """In the Ray rollout server, hf_rollout is imported before verl (and so before the probe) completes."""
+    """In the Ray rollout server, hf_rollout is imported before verl (and so before the plugin) completes."""
     import os
     import subprocess
     import sys
@@ -87,7 +93,7 @@ def test_seeded_sampler_is_installed_when_the_rollout_module_is_imported_first()
         "print('ok')"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="verl_dgpo.study.boot",
-               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="comparison_study.plugin",
+               PYTHONPATH=os.pathsep.join([root, EXPERIMENT, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
