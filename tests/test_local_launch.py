@@ -120,3 +120,22 @@ def test_null_paths_are_filled_and_given_paths_kept(tmp_path, local_config):
     assert cfg.data.train_files == "/a/train.parquet" and cfg.data.val_files == "/my/val.parquet"
     assert cfg.reward.custom_reward_function.path.endswith("verl_dgpo/local/task.py")
     assert os.path.isabs(cfg.trainer.default_local_dir)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_seeded_sampling_reaches_the_rollout_config_the_server_reads(value):
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from verl_dgpo.local.hf_rollout import hf_option
+    from verl_dgpo.local.launch import apply_rollout_options
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="local_cpu", overrides=[f"local_cpu.rollout.seeded_sampling={value}"])
+    apply_rollout_options(cfg)
+    rollout = omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)  # what HFRolloutServer.__init__ builds
+    assert hf_option(rollout, "seeded_sampling", None) is value
+
+
+def test_preset_samples_reproducibly_by_default(local_config):
+    assert local_config.local_cpu.rollout.seeded_sampling is True
+    assert local_config.actor_rollout_ref.rollout.full_determinism is True
