@@ -84,19 +84,6 @@ def test_ray_init_kwargs_start_a_new_local_cluster_with_a_logical_gpu(local_conf
     assert "env_vars" in kwargs["runtime_env"]
 
 
-def test_resume_past_the_last_step_is_refused(tmp_path, local_config):
-    cfg = OmegaConf.create(OmegaConf.to_container(local_config))
-    cfg.trainer.default_local_dir = str(tmp_path)
-    cfg.trainer.resume_mode = "auto"
-    cfg.trainer.total_training_steps = 30
-    launch.check_resume(cfg)  # no checkpoint yet
-    (tmp_path / "latest_checkpointed_iteration.txt").write_text("30")
-    with pytest.raises(launch.LocalRunError, match="step 30.*trainer.total_training_steps"):
-        launch.check_resume(cfg)
-    cfg.trainer.total_training_steps = 40
-    launch.check_resume(cfg)
-
-
 def test_assets_are_written_once_and_rewritten_when_their_spec_changes(tmp_path):
     spec = {"model": {"seed": 0}, "task": {"train_size": 16, "val_size": 4, "digits": 1, "alphabet": "7", "seed": 0}}
     paths = launch.write_assets(str(tmp_path), spec)

@@ -128,25 +128,6 @@ def apply_rollout_options(config: DictConfig) -> None:
         rollout.engine_kwargs.hf.seeded_sampling = seeded
 
 
-def check_resume(config: DictConfig) -> None:
-    """With ``resume_mode=auto``, refuse to "resume" a run that already reached ``total_training_steps``."""
-    trainer = config.trainer
-    if trainer.resume_mode != "auto" or trainer.total_training_steps is None:
-        return
-    tracker = os.path.join(trainer.default_local_dir, "latest_checkpointed_iteration.txt")
-    try:
-        with open(tracker) as f:
-            latest = int(f.read().strip())
-    except (OSError, ValueError):
-        return
-    if latest >= int(trainer.total_training_steps):
-        raise LocalRunError(
-            f"the checkpoint in {trainer.default_local_dir} is at step {latest}, which already reaches "
-            f"trainer.total_training_steps={trainer.total_training_steps}; pass a larger "
-            f"trainer.total_training_steps to train further from it"
-        )
-
-
 # --- environment ----------------------------------------------------------------------------------
 
 
@@ -298,7 +279,6 @@ def activate(config: DictConfig):
     paths = write_assets(os.path.join(output_dir, "assets"), asset_spec(config))
     fill_paths(config, paths)
     apply_rollout_options(config)
-    check_resume(config)
     logs = os.path.join(output_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     metrics_path = os.path.join(logs, time.strftime("metrics-%Y%m%d-%H%M%S") + f"-{os.getpid()}.jsonl")
