@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from verl_dgpo import PluginNotInstalledError, check_installed
 from verl_dgpo.external_modules import add_external_module
 from verl_dgpo.methods import UnknownMethodError, verl_loss_mode
+from verl_dgpo.run_identity import RunIdentityError
 from verl_dgpo.validation import DGPOConfigError
 from verl_dgpo.version import VERL_VERSION
 
@@ -33,7 +34,9 @@ class VerlVersionError(RuntimeError):
 
 
 #: Errors that are the user's to fix: printed as one clear line, no traceback.
-USER_ERRORS = (ConfigError, DGPOConfigError, UnknownMethodError, PluginNotInstalledError, VerlVersionError)
+USER_ERRORS = (
+    ConfigError, DGPOConfigError, UnknownMethodError, PluginNotInstalledError, VerlVersionError, RunIdentityError
+)
 
 
 def user_error_in(err: BaseException):
@@ -134,6 +137,9 @@ def run(config: DictConfig) -> None:
     from verl.utils.device import auto_set_device
 
     config = prepare(config)
+    from verl_dgpo.run_identity import guard
+
+    guard(config)  # this run's checkpoint folder: same run only, resume from the latest complete checkpoint
     runner = None
     if config.get("local_cpu", {}).get("enabled", False):
         from verl_dgpo.local import activate
