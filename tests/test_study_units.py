@@ -275,8 +275,6 @@ def test_importing_verl_dgpo_loads_nothing_of_the_experiment():
         "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY\n"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'comparison_study'], sys.modules.keys()\n"
         "assert not [n for n in POLICY_LOSS_REGISTRY if n.startswith('study_')]\n"
-        "h = verl_dgpo.local.hf_rollout.HFRolloutServer\n"
-        "assert not getattr(h._generate_batch, '__study_seeded__', False)\n"
         "print('ok')")
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 

@@ -35,6 +35,12 @@ from comparison_study.runs import METHODS, RunSpec, StudyError, run_one  # noqa:
 from comparison_study.warm_start import SPEC_FILE, WarmStartError, ensure_warm_start, load_record  # noqa: E402
 
 
+def fail(message: str) -> None:
+    """One line on stderr and exit status 2 (bad input), before anything runs."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="the study's folder (created, or resumed when it holds study.json)")
@@ -54,20 +60,20 @@ def resolve_config(args) -> StudyConfig:
     recorded = read_record(args.out)
     if recorded is not None:
         if args.config not in (None, recorded.name):
-            raise SystemExit(f"error: --config {args.config} but {args.out}/study.json records the '{recorded.name}' "
+            fail(f"--config {args.config} but {args.out}/study.json records the '{recorded.name}' "
                              "study; use another --out")
         if not args.report_only and any(v is not None for v in (args.methods, args.seeds, args.steps)):
             asked = dataclasses.replace(recorded.settings, steps=args.steps or recorded.settings.steps)
             if asked != recorded.settings or not set(args.methods or ()) <= set(recorded.methods) \
                     or not set(args.seeds or ()) <= set(recorded.seeds):
-                raise SystemExit(f"error: {args.out}/study.json records another study; use another --out")
+                fail(f"{args.out}/study.json records another study; use another --out")
         return recorded
     if args.report_only:
-        raise SystemExit(f"error: --report-only needs {args.out}/study.json (the study's recorded settings)")
+        fail(f"--report-only needs {args.out}/study.json (the study's recorded settings)")
     config = CONFIGS[args.config or "short"]
     if args.steps is not None:
         if args.steps < 1:
-            raise SystemExit(f"error: --steps must be >= 1, got {args.steps}")
+            fail(f"--steps must be >= 1, got {args.steps}")
         config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, steps=args.steps))
     return dataclasses.replace(config, methods=tuple(args.methods or config.methods),
                                seeds=tuple(args.seeds if args.seeds is not None else config.seeds),
@@ -104,7 +110,7 @@ def main(argv=None) -> int:
     if args.report_only:
         warm = load_record(warm_dir)
         if warm is None:
-            raise SystemExit(f"error: --report-only needs {warm_dir}/{SPEC_FILE}")
+            fail(f"--report-only needs {warm_dir}/{SPEC_FILE}")
     else:
         os.makedirs(out, exist_ok=True)
         if read_record(out) is None:

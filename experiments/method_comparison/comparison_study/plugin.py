@@ -6,9 +6,6 @@ For every loss ``name`` in :data:`WRAPPED`, importing this module registers ``st
 ``register_policy_loss``: it calls verl's registered ``name`` unchanged and adds the metrics of
 :mod:`comparison_study.probe` to the metrics that loss returns. No verl function or attribute is replaced;
 importing :mod:`verl_dgpo` never imports this module.
-
-Importing it also installs the reproducible rollout sampling of :mod:`comparison_study.seeded_sampling`
-(a hook on this project's ``hf`` rollout server, not on verl).
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from typing import Callable
 
 from verl.trainer.ppo import core_algos
 
-from comparison_study import probe, seeded_sampling
+from comparison_study import probe
 
 #: verl policy-loss names that get a ``study_`` wrapper (``vanilla`` is what ``grpo`` names).
 WRAPPED = ("vanilla", "cispo", "gppo", "ce_gppo", "aspo", "dgpo")
@@ -57,4 +54,3 @@ def register_all() -> None:
 
 
 register_all()
-seeded_sampling.install()

@@ -125,8 +125,9 @@ class StudySettings:
             f"trainer.total_training_steps={self.steps}",
             "trainer.save_freq=-1",
             f"trainer.balance_batch={self.balance_batch}",
-            # verl's agent loop then names each request after its sample index; the study's seeded sampler
-            # (comparison_study.seeded_sampling) seeds each response from it
+            # seeded per-request sampling of the local hf rollout (verl_dgpo.local.sampling); verl's agent loop
+            # names each request after its sample index under full_determinism, and the sampler seeds from it
+            "local_cpu.rollout.seeded_sampling=true",
             "actor_rollout_ref.rollout.full_determinism=True",
             "trainer.resume_mode=disable",
             *self.extra_overrides,

@@ -132,35 +132,16 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
 @torch.no_grad()
 def sample_responses(model, tokenizer, targets: list[str], *, samples_per_prompt: int, temperature: float,
                      max_new_tokens: int, generator: torch.Generator) -> list[list[str]]:
-    """``samples_per_prompt`` decoded responses per target's prompt, sampled token by token (left padding).
+    """``samples_per_prompt`` decoded responses per target's prompt, from the project's one sampling helper
+    (:func:`verl_dgpo.local.sampling.generate_tokens`, the one the ``hf`` rollout uses; greedy when
+    ``temperature == 0``). Decoding stops at eos; special tokens are dropped, as verl's reward does."""
+    from verl_dgpo.local.sampling import generate_tokens
 
-    Greedy when ``temperature == 0``. Decoding stops at eos; special tokens are dropped, as verl's reward does.
-    """
     prompts = [tokenizer(prompt_text(tokenizer, t), add_special_tokens=False)["input_ids"] for t in targets]
     prompts = [p for p in prompts for _ in range(samples_per_prompt)]
-    width = max(len(p) for p in prompts)
-    pad = tokenizer.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    done = torch.zeros(len(prompts), dtype=torch.bool)
-    out = []
-    for _ in range(max_new_tokens):
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[:, -1, :].float()
-        if temperature == 0:
-            nxt = logits.argmax(-1)
-        else:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-        out.append(nxt)
-        done |= nxt == tokenizer.eos_token_id
-        ids = torch.cat([ids, nxt[:, None]], dim=1)
-        mask = torch.cat([mask, (~done | (nxt == tokenizer.eos_token_id)).long()[:, None]], dim=1)
-        if bool(done.all()):
-            break
-    tokens = torch.stack(out, dim=1).tolist()
-    texts = [tokenizer.decode(row, skip_special_tokens=True) for row in tokens]
+    tokens, _ = generate_tokens(model, prompts, max_new_tokens=max_new_tokens, pad_id=tokenizer.pad_token_id,
+                                eos_ids={tokenizer.eos_token_id}, temperature=temperature, generator=generator)
+    texts = [tokenizer.decode(row, skip_special_tokens=True) for row in tokens.tolist()]
     return [texts[i : i + samples_per_prompt] for i in range(0, len(texts), samples_per_prompt)]
 
 
