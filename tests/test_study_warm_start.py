@@ -85,7 +85,7 @@ def test_committed_long_warm_start_accuracy_remeasured_with_hf_generate():
     texts = [tok.apply_chat_template(prompt_messages(t), add_generation_prompt=True, tokenize=False) for t in heldout]
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     torch.manual_seed(1234)
-    samples = 4
+    samples = 2
     with torch.no_grad():
         out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                              max_new_tokens=spec.max_new_tokens, num_return_sequences=samples,
@@ -93,7 +93,7 @@ def test_committed_long_warm_start_accuracy_remeasured_with_hf_generate():
     responses = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     targets = [t for t in heldout for _ in range(samples)]
     accuracy = sum(score_copy(r, t) for r, t in zip(responses, targets)) / len(targets)
-    # 2000 samples: the sampling std is about 0.011, so 0.05 either side of the band is a > 4-sigma margin
+    # 1000 samples: the sampling std is at most 0.016, so 0.05 either side of the band is a 3-sigma margin
     assert spec.target_accuracy - 0.05 <= accuracy <= spec.max_accuracy + 0.05, accuracy
 
 

@@ -31,8 +31,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
-from comparison_study.probe import UPDATES_ENV
-
 from verl_dgpo.external_modules import add_external_module
 
 #: the folder holding ``comparison_study`` (put on the runs' ``PYTHONPATH``) and the repository root.
@@ -176,6 +174,8 @@ def command(spec: RunSpec, directory: str) -> list[str]:
 def run_environment(settings: StudySettings, base: Optional[dict] = None) -> dict:
     """The run's environment: this checkout and the experiment on ``PYTHONPATH``, the plugin in every
     process, and the probe's updates-per-step count."""
+    from comparison_study.probe import UPDATES_ENV  # here, so that reading results never imports torch
+
     env = dict(os.environ if base is None else base)
     paths = [REPO_ROOT, EXPERIMENT_DIR] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
