@@ -86,7 +86,8 @@ def header(config: StudyConfig, warm: dict, out: str) -> str:
     return "\n".join([
         f"# Method comparison on CPU: the '{config.name}' study (verl's real trainer, copy-digits task)",
         "",
-        f"Made by `{command}`; this report by the same command with `--report-only` (settings: [study.json](study.json)).",
+        f"Study command: `{command}` (settings: [study.json](study.json)); this report is rebuilt from the committed "
+        "CSVs by the same command with `--report-only`.",
         "",
         f"{config.description}",
         "",

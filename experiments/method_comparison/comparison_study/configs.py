@@ -53,8 +53,8 @@ SHORT = StudyConfig(
     settings=StudySettings(steps=20, digits=3),
     warm_start=WarmStartSpec(digits=3),
     report=ReportSettings(threshold=0.65, threshold_window=3, final_window=5),
-    description=("3-digit copy from a warm start at 0.44 sampled but 0.97 greedy accuracy, 20 steps x 3 seeds: a "
-                 "sharpening-only regime. Its runs were made by the former scripts/compare_methods.py with these "
+    description=("3-digit copy from a warm start that is almost always right when greedy (below), 20 steps x 3 "
+                 "seeds: a sharpening-only regime. Its runs were made by the former scripts/compare_methods.py with these "
                  "settings; the weights of its warm start were not kept, so this folder can be rebuilt "
                  "(--report-only) but not extended."),
 )
