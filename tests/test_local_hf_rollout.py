@@ -82,9 +82,9 @@ def test_concurrent_requests_are_batched_by_sampling_params_and_routed_back(tiny
     calls = []
     original = server._generate_batch
 
-    def counting(prompts, key):
+    def counting(prompts, key, request_ids=None):
         calls.append((len(prompts), key[0]))
-        return original(prompts, key)
+        return original(prompts, key, request_ids)
 
     server._generate_batch = counting
     prompts = prompt_ids(tok, ["a", "Copy the digits: 9", "bb", "Copy the digits: 42"])
@@ -133,3 +133,66 @@ def test_multimodal_input_is_refused(tiny):
     server = make_server(model, tok)
     with pytest.raises(NotImplementedError, match="text-only"):
         asyncio.run(server.generate([1, 2], GREEDY, request_id="r", image_data=["img"]))
+
+
+def seeded_server(model, tok, seed=7, response_length=6):
+    server = object.__new__(HFRolloutServer)
+    server._attach(model, eos_ids={tok.eos_token_id}, pad_id=tok.pad_token_id, response_length=response_length,
+                   seeded_sampling=True, seed=seed)
+    return server
+
+
+def test_seeded_sampling_gives_each_request_the_response_of_its_own_seed(tiny):
+    """With seeded sampling a request's response is generate_tokens with its request_seed generator alone,
+    whatever else shares the batch, in any arrival order; a fresh server reproduces it."""
+    from verl_dgpo.local.sampling import generate_tokens, per_request_generators
+
+    model, tok = tiny
+    prompts = prompt_ids(tok, ["Copy the digits: 7", "Copy the digits: 12", "Copy the digits: 7", "x"])
+    ids = ["det-0", "det-1", "det-2", "det-3"]
+    key = (1.0, 1.0, -1, True)
+    batched = seeded_server(model, tok)._generate_batch(prompts, key, ids)
+    reversed_ = seeded_server(model, tok)._generate_batch(prompts[::-1], key, ids[::-1])[::-1]
+    for i, prompt in enumerate(prompts):
+        tokens, _ = generate_tokens(model, [prompt], max_new_tokens=6, pad_id=tok.pad_token_id, eos_ids={tok.eos_token_id},
+                                    temperature=1.0, generator=per_request_generators(7, 0, [prompt], [ids[i]]))
+        expected, _ = cut_after_eos(tokens[0].tolist(), {tok.eos_token_id})
+        assert batched[i][0] == reversed_[i][0] == expected
+        assert torch.allclose(torch.tensor(batched[i][1]), torch.tensor(reversed_[i][1]), atol=1e-5)
+
+
+def test_seeded_sampling_without_request_ids_numbers_the_copies_of_a_prompt_per_step(tiny):
+    model, tok = tiny
+    server = seeded_server(model, tok)
+    prompt = prompt_ids(tok, ["Copy the digits: 5"])[0]
+    key = (1.0, 1.0, -1, False)
+    assert server.request_identities([prompt, prompt], None) == [0, 1]
+    assert server.request_identities([prompt], ["some-uuid"]) == [2]
+    server.global_steps = 3  # a new step starts the count again
+    assert server.request_identities([prompt, prompt], ["det-9", None]) == ["det-9", 0]
+    # split over two calls, the copies get the same responses as in one call
+    one = seeded_server(model, tok)._generate_batch([prompt] * 4, key)
+    two = seeded_server(model, tok)
+    split = two._generate_batch([prompt] * 2, key) + two._generate_batch([prompt] * 2, key)
+    assert [r[0] for r in one] == [r[0] for r in split]
+
+
+def test_seeded_sampling_log_probs_are_the_models_for_the_sampled_tokens(tiny):
+    model, tok = tiny
+    prompts = prompt_ids(tok, ["Copy the digits: 3", "Copy the digits: 12345"])
+    outs = seeded_server(model, tok)._generate_batch(prompts, (0.8, 0.9, 5, True), ["det-0", "det-1"])
+    for prompt, (tokens, logprobs, _) in zip(prompts, outs):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1]
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(tokens)[:, None]).squeeze(-1)
+        assert torch.allclose(torch.tensor(logprobs), expected, atol=1e-4)
+
+
+def test_seeded_sampling_option_is_read_from_the_rollout_engine_kwargs():
+    from types import SimpleNamespace
+
+    from verl_dgpo.local.hf_rollout import hf_option
+
+    assert hf_option(SimpleNamespace(engine_kwargs={"hf": {"seeded_sampling": True}}), "seeded_sampling") is True
+    assert hf_option(SimpleNamespace(engine_kwargs={"vllm": {}}), "seeded_sampling", False) is False
+    assert hf_option(SimpleNamespace(), "seeded_sampling", False) is False

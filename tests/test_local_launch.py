@@ -84,19 +84,6 @@ def test_ray_init_kwargs_start_a_new_local_cluster_with_a_logical_gpu(local_conf
     assert "env_vars" in kwargs["runtime_env"]
 
 
-def test_resume_past_the_last_step_is_refused(tmp_path, local_config):
-    cfg = OmegaConf.create(OmegaConf.to_container(local_config))
-    cfg.trainer.default_local_dir = str(tmp_path)
-    cfg.trainer.resume_mode = "auto"
-    cfg.trainer.total_training_steps = 30
-    launch.check_resume(cfg)  # no checkpoint yet
-    (tmp_path / "latest_checkpointed_iteration.txt").write_text("30")
-    with pytest.raises(launch.LocalRunError, match="step 30.*trainer.total_training_steps"):
-        launch.check_resume(cfg)
-    cfg.trainer.total_training_steps = 40
-    launch.check_resume(cfg)
-
-
 def test_assets_are_written_once_and_rewritten_when_their_spec_changes(tmp_path):
     spec = {"model": {"seed": 0}, "task": {"train_size": 16, "val_size": 4, "digits": 1, "alphabet": "7", "seed": 0}}
     paths = launch.write_assets(str(tmp_path), spec)
@@ -120,3 +107,22 @@ def test_null_paths_are_filled_and_given_paths_kept(tmp_path, local_config):
     assert cfg.data.train_files == "/a/train.parquet" and cfg.data.val_files == "/my/val.parquet"
     assert cfg.reward.custom_reward_function.path.endswith("verl_dgpo/local/task.py")
     assert os.path.isabs(cfg.trainer.default_local_dir)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_seeded_sampling_reaches_the_rollout_config_the_server_reads(value):
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from verl_dgpo.local.hf_rollout import hf_option
+    from verl_dgpo.local.launch import apply_rollout_options
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="local_cpu", overrides=[f"local_cpu.rollout.seeded_sampling={value}"])
+    apply_rollout_options(cfg)
+    rollout = omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)  # what HFRolloutServer.__init__ builds
+    assert hf_option(rollout, "seeded_sampling", None) is value
+
+
+def test_preset_samples_reproducibly_by_default(local_config):
+    assert local_config.local_cpu.rollout.seeded_sampling is True
+    assert local_config.actor_rollout_ref.rollout.full_determinism is True

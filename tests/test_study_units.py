@@ -1,17 +1,27 @@
-"""Fast checks of the study's pieces: the probe's metrics, the per-step CSV, the report's statistics.
+"""Fast checks of the method comparison's pieces: probe metrics, wrapper losses, per-step CSV, statistics, report.
 
 Expected values are computed here by hand or with plain Python from the inputs, never by the study code.
+Anything that imports the experiment's verl plugin runs in a subprocess, so this test process's verl
+registry stays as the package leaves it.
 """
 
 import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from verl_dgpo.study import probe, report, runs
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT = os.path.join(ROOT, "experiments", "method_comparison")
+sys.path.insert(0, EXPERIMENT)
+
+from comparison_study import probe, report, runs, stats  # noqa: E402
+
+SHA = "0" * 64
 
 
 # --- probe ------------------------------------------------------------------------------------------
@@ -60,25 +70,6 @@ def test_step_extremes_reports_true_max_once_per_step(updates):
         assert out[-1]["study/ratio_min"] == min(v[1] for v in chunk)
 
 
-def test_probed_loss_keeps_loss_value_and_adds_metrics(monkeypatch):
-    monkeypatch.delenv(probe.UPDATES_ENV, raising=False)
-
-    def loss_fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None,
-                rollout_is_weights=None):
-        return (log_prob * advantages).sum(), {"actor/own": 1.0}
-
-    wrapped = probe.probed(loss_fn)
-    assert probe.probed(wrapped) is wrapped  # idempotent
-    lp = torch.tensor([[0.0, math.log(2.0)]], requires_grad=True)
-    loss, metrics = wrapped(torch.zeros(1, 2), lp, torch.ones(1, 2), torch.ones(1, 2), config={"clip_ratio": 0.2})
-    assert loss.item() == pytest.approx(math.log(2.0))
-    loss.backward()
-    assert lp.grad.tolist() == [[1.0, 1.0]]  # the probe adds no gradient path
-    assert metrics["actor/own"] == 1.0
-    assert metrics["study/ratio_max"] == pytest.approx(2.0)
-    assert metrics["study/hp_frac"] == pytest.approx(0.5)
-
-
 # --- per-step CSV ------------------------------------------------------------------------------------
 
 
@@ -103,15 +94,97 @@ def test_rows_from_jsonl_reads_each_training_step_and_marks_missing_as_nan(tmp_p
 
 def test_run_overrides_name_method_seed_and_off_policy_batching():
     settings = runs.StudySettings(steps=5, prompts_per_step=8, mini_batches=4, ppo_epochs=2)
-    spec = runs.RunSpec("dgpo_n2", 7, settings, "/m")
+    spec = runs.RunSpec("dgpo_n2", 7, settings, "/m", SHA)
     ov = spec.overrides()
     assert "algorithm.dgpo.n=2" in ov and "local_cpu.seed=7" in ov and "actor_rollout_ref.rollout.seed=7" in ov
     assert "actor_rollout_ref.actor.ppo_mini_batch_size=2" in ov and "actor_rollout_ref.actor.ppo_epochs=2" in ov
     assert settings.updates_per_step == 8
     with pytest.raises(runs.StudyError, match="allowed"):
-        runs.RunSpec("nope", 0, settings, "/m").overrides()
+        runs.RunSpec("nope", 0, settings, "/m", SHA).overrides()
     with pytest.raises(runs.StudyError, match="multiple"):
         runs.StudySettings(prompts_per_step=8, mini_batches=3)
+
+
+def test_run_overrides_select_the_study_wrapper_loss():
+    settings = runs.StudySettings(steps=5)
+    expected = {"grpo": "vanilla", "cispo": "cispo", "gppo": "gppo", "ce_gppo": "ce_gppo", "aspo": "aspo",
+                "dgpo": "dgpo", "dgpo_n2": "dgpo"}
+    for method, loss in expected.items():
+        assert f"algorithm.policy_loss=study_{loss}" in runs.RunSpec(method, 0, settings, "/m", SHA).overrides()
+
+
+# --- run identity ------------------------------------------------------------------------------------
+
+
+def test_finished_run_is_recognised_from_its_record_in_any_checkout(tmp_path):
+    settings = runs.StudySettings(steps=3, extra_overrides=("a=1",))
+    spec = runs.RunSpec("grpo", 0, settings, "/checkout/a/warm_start", SHA)
+    directory = str(tmp_path)
+    (tmp_path / "metrics.csv").write_text("step\n")
+    (tmp_path / runs.RUN_RECORD).write_text(json.dumps({"identity": spec.identity(), "returncode": 0, "wall_s": 1.0}))
+    assert "/checkout" not in json.dumps(spec.identity())  # no path in the identity
+    assert runs.finished_record(directory, runs.RunSpec("grpo", 0, settings, "/elsewhere/warm_start", SHA)) is not None
+    assert runs.finished_record(directory, runs.RunSpec("grpo", 1, settings, "/m", SHA)) is None
+    assert runs.finished_record(directory, runs.RunSpec("grpo", 0, runs.StudySettings(steps=4), "/m", SHA)) is None
+    assert runs.finished_record(directory, runs.RunSpec("grpo", 0, settings, "/m", "1" * 64)) is None
+
+
+def test_recorded_command_has_no_checkout_path():
+    cmd = [sys.executable, "-m", "verl_dgpo.main", f"actor_rollout_ref.model.path={runs.REPO_ROOT}/x/warm_start"]
+    assert runs.portable_command(cmd) == ["python", "-m", "verl_dgpo.main", "actor_rollout_ref.model.path=x/warm_start"]
+
+
+def test_committed_run_records_hold_no_absolute_path():
+    import glob
+
+    records = glob.glob(os.path.join(EXPERIMENT, "results", "*", "runs", "*", "*", runs.RUN_RECORD))
+    assert records
+    for path in records:
+        text = open(path).read()
+        assert '"/' not in text and "=/" not in text, path
+
+
+# --- statistics --------------------------------------------------------------------------------------
+
+
+def test_paired_interval_matches_hand_computation():
+    # method and reference per seed; differences d = (+0.1, +0.3, +0.2): mean 0.2,
+    # sample sd = sqrt(((-0.1)^2 + 0.1^2 + 0^2) / 2) = 0.1, t(0.975, 2) = 4.3027,
+    # half width = 4.3027 * 0.1 / sqrt(3) = 0.248416...
+    method = {0: 0.6, 1: 0.8, 2: 0.5, 9: 1.0}  # seed 9 has no reference run: left out
+    reference = {0: 0.5, 1: 0.5, 2: 0.3}
+    d = stats.paired_difference(method, reference)
+    assert d.seeds == (0, 1, 2)
+    assert d.differences == pytest.approx((0.1, 0.3, 0.2))
+    assert d.mean == pytest.approx(0.2)
+    assert d.low == pytest.approx(0.2 - 0.2484158, abs=1e-6) and d.high == pytest.approx(0.2 + 0.2484158, abs=1e-6)
+    assert d.sign() == 0  # the interval contains 0
+    shifted = stats.paired_difference({s: v + 0.3 for s, v in method.items()}, reference)
+    assert shifted.sign() == 1 and shifted.low == pytest.approx(0.5 - 0.2484158, abs=1e-6)
+
+
+def test_paired_interval_with_one_seed_has_no_bounds():
+    d = stats.paired_difference({0: 0.7}, {0: 0.5, 1: 0.1})
+    assert d.mean == pytest.approx(0.2) and math.isnan(d.low) and math.isnan(d.high) and d.sign() == 0
+    assert stats.paired_difference({1: 0.7}, {0: 0.5}) is None
+
+
+def test_t_table_matches_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for df in range(1, len(stats.T_975) + 1):
+        assert stats.t_quantile_975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=6e-5)
+
+
+@pytest.mark.parametrize("window,expected", [(1, 3), (2, 4), (3, 5), (6, None)])
+def test_steps_to_threshold_uses_trailing_mean(window, expected):
+    rewards = [0.2, 0.5, 0.9, 0.7, 0.9, 0.8]
+    # hand: trailing means >= 0.8 -- w=1: step 3; w=2: (0.9+0.7)/2=0.8 at step 4; w=3: (0.9+0.7+0.9)/3 at step 5;
+    # w=6: means at steps 1..6 are 0.2, 0.35, 0.533, 0.575, 0.64, 0.667 -> never
+    assert stats.first_step_reaching(list(range(1, 7)), rewards, 0.8, window) == expected
+
+
+def test_seeds_that_never_reach_the_threshold_count_as_the_budget():
+    assert stats.steps_to_threshold([3, None, 5], budget=20) == ((3 + 20 + 5) / 3, 2)
 
 
 # --- report ------------------------------------------------------------------------------------------
@@ -133,65 +206,117 @@ def test_report_statistics_from_csvs(tmp_path):
         ("grpo", 0): ([0.1, 0.5, 0.9, 0.8], [1.0, 0.9, 0.8, 0.7], [9.0, 1.0, 2.0, 3.0], [1.5, 2.0, 7.0, 1.0]),
         ("grpo", 1): ([0.2, 0.3, 0.4, 0.6], [1.0, 0.5, 0.05, 0.02], [9.0, 2.0, 2.0, 2.0], [1.2, 1.3, 1.4, 1.5]),
         ("dgpo", 0): ([0.3, 0.9, 0.9, 1.0], [2.0, 0.1, 0.1, 0.1], [9.0, 4.0, 4.0, 5.0], [30.0, 2.0, 2.0, 2.0]),
+        ("dgpo", 1): ([0.2, 0.4, 0.5, 0.5], [1.0, 0.6, 0.3, 0.1], [9.0, 4.0, 4.0, 4.0], [1.0, 2.0, 3.0, 2.5]),
     }
     for (m, s), (r, e, t, x) in data.items():
         _write_run(out, m, s, r, e, t, x)
-    settings = report.ReportSettings(threshold=0.8, threshold_window=1, final_window=2, collapse_fraction=0.1)
-    md, png, summaries = report.write_report(out, ["grpo", "dgpo"], [0, 1], settings)
-    by = {s.method: s for s in summaries}
-    g_final = [(0.9 + 0.8) / 2, (0.4 + 0.6) / 2]
-    assert by["grpo"].final_reward_mean == pytest.approx(sum(g_final) / 2)
-    assert by["grpo"].final_reward_std == pytest.approx(abs(g_final[0] - g_final[1]) / 2)
-    assert by["grpo"].steps_to_threshold == [3, None]
-    assert by["grpo"].collapsed == 1  # seed 1: mean(0.05, 0.02) < 0.1 * 1.0
-    assert by["dgpo"].collapsed == 1  # mean(0.1, 0.1) < 0.1 * 2.0
-    assert by["grpo"].max_ratio == 7.0 and by["dgpo"].max_ratio == 30.0
+    settings = report.ReportSettings(threshold=0.8, threshold_window=1, final_window=2, claims_min_steps=4)
+    text = open(report.write_report(out, ["grpo", "dgpo"], [0, 1], settings, steps=4)).read()
+    # hand: grpo final rewards (0.85, 0.5): mean 0.675, sample sd 0.2475; mean rewards (0.575, 0.375);
+    # steps to 0.8: seed 0 at step 3, seed 1 never (counts as 4): 3.5 (1/2); final entropy (0.75, 0.035).
+    line = next(l for l in text.splitlines() if l.startswith("| grpo |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1:7] == ["2", "0.150", "0.675 ± 0.247", "0.475 ± 0.141", "3.5 (1/2)", "0.393 ± 0.506"]
+    assert cells[7] == "7 (1.45)"  # max of all per-step max ratios; median of the 8 of them
     g_time = statistics.median([1.0, 2.0, 3.0, 2.0, 2.0, 2.0])
-    assert by["dgpo"].step_time_ratio == pytest.approx(statistics.median([4.0, 4.0, 5.0]) / g_time)
-    text = open(md).read()
-    assert "| grpo | 2 | 0.150 | 0.675 ± 0.175 | 3.0 (1/2) | 1/2 |" in text
-    assert "| dgpo | 1 | 0.300 | 0.950 ± 0.000 | 2.0 (1/1) | 1/1 |" in text
-    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    d_line = next(l for l in text.splitlines() if l.startswith("| dgpo |"))
+    assert d_line.rstrip(" |").endswith(f"{statistics.median([4.0, 4.0, 5.0, 4.0, 4.0, 4.0]) / g_time:.2f}")
+    # paired final reward: dgpo (0.95, 0.5) - grpo (0.85, 0.5) = (+0.1, 0.0); mean 0.05, sd 0.0707107,
+    # half width 12.7062 * 0.0707107 / sqrt(2) = 0.63531
+    paired = next(l for l in text.split("## Paired")[1].splitlines() if l.startswith("| dgpo |"))
+    assert "+0.050 [-0.585, +0.685] (+0.100, +0.000)" in paired
+    for stem in ("reward", "entropy", "ratio_max", "grad_norm", "out_frac"):
+        assert open(os.path.join(out, "figures", f"{stem}.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     steps, mean, low, high = report.curves(report.load_runs(out, ["grpo"], [0, 1]), "reward")["grpo"]
     assert steps == [1, 2, 3, 4] and mean[1] == pytest.approx(0.4) and low[2] == 0.4 and high[2] == 0.9
 
 
-def test_finished_run_is_recognised_from_its_record(tmp_path):
-    settings = runs.StudySettings(steps=3, extra_overrides=("a=1",))
-    spec = runs.RunSpec("grpo", 0, settings, "/m")
-    directory = str(tmp_path)
-    (tmp_path / "metrics.csv").write_text("step\n")
-    (tmp_path / runs.RUN_RECORD).write_text(json.dumps({"identity": spec.identity(), "returncode": 0, "wall_s": 1.0}))
-    assert runs.finished_record(directory, spec) is not None
-    assert runs.finished_record(directory, runs.RunSpec("grpo", 1, settings, "/m")) is None
-    assert runs.finished_record(directory, runs.RunSpec("grpo", 0, runs.StudySettings(steps=4), "/m")) is None
+def _claims_runs(entropy_gap, reward_gap, soft_ratio):
+    """grpo, dgpo and the soft clips over 3 seeds, with chosen final-entropy / final-reward gaps to grpo."""
+    def rows(reward, entropy, ratio):
+        return [dict({c: 0.0 for c in runs.CSV_COLUMNS}, step=i + 1, reward=reward, entropy=entropy, ratio_max=ratio)
+                for i in range(3)]
+    noise = (0.0, 0.01, -0.01)
+    out = {"grpo": {s: rows(0.5, 0.3, 2.0) for s in range(3)},
+           "dgpo": {s: rows(0.5 + reward_gap + noise[s], 0.3 + entropy_gap + noise[s], 3.0) for s in range(3)}}
+    for method in report.SOFT_CLIPS:
+        out[method] = {s: rows(0.5 - 0.2 + noise[s], 0.3, soft_ratio) for s in range(3)}
+    return out
 
 
-@pytest.mark.parametrize("window,expected", [(1, 3), (2, 4), (3, 5), (6, None)])
-def test_steps_to_threshold_uses_trailing_mean(window, expected):
-    rewards = [0.2, 0.5, 0.9, 0.7, 0.9, 0.8]
-    rows = [{"step": i + 1, "reward": r} for i, r in enumerate(rewards)]
-    # hand: trailing means >= 0.8 -- w=1: step 3; w=2: (0.9+0.7)/2=0.8 at step 4; w=3: (0.9+0.7+0.9)/3 at step 5;
-    # w=6: means at steps 1..6 are 0.2, 0.35, 0.533, 0.575, 0.64, 0.667 -> never
-    assert report.first_step_reaching(rows, 0.8, window) == expected
+@pytest.mark.parametrize("entropy_gap,reward_gap,soft_ratio,expected", [
+    (0.2, 0.0, 100.0, ("holds", "holds", "holds")),
+    (-0.2, 0.0, 100.0, ("does not hold", "holds", "does not hold")),
+    (0.0, -0.2, 1.0, ("cannot tell", "does not hold", "does not hold")),
+])
+def test_claim_rules(entropy_gap, reward_gap, soft_ratio, expected):
+    data = _claims_runs(entropy_gap, reward_gap, soft_ratio)
+    settings = report.ReportSettings(final_window=1, claims_min_steps=3)
+    rows = report.claims(data, settings, 3, report.paired_differences(data, settings))
+    assert tuple(r[3] for r in rows) == expected
+    few = report.claims(data, report.ReportSettings(final_window=1, claims_min_steps=150), 3,
+                        report.paired_differences(data, settings))
+    assert all(r[3].startswith("cannot tell at this scale") for r in few)
 
 
-def test_diagnostics_table_means_and_median_max_ratio():
-    rows = lambda vals: [dict({c: 0.0 for c in runs.CSV_COLUMNS}, step=i + 1, ln_frac=v, ratio_max=10 * v + 1)
-                         for i, v in enumerate(vals)]
-    table = report.diagnostics_table({"dgpo": {0: rows([0.1, 0.3]), 1: rows([0.2, 0.6])}})
-    line = next(l for l in table.splitlines() if l.startswith("| dgpo |"))
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[1] == f"{(0.1 + 0.3 + 0.2 + 0.6) / 4:.4f}"          # mean LN fraction
-    assert cells[6] == f"{statistics.median([2.0, 4.0, 3.0, 7.0]):.3g}"  # median of per-step max ratios
+# --- the experiment stays out of the package and out of verl -----------------------------------------
 
 
-def test_importing_the_probe_changes_nothing_in_verl():
-    """Only verl_dgpo.study.boot (loaded in study runs) installs the probe; importing the probe does not."""
-    from verl.trainer.ppo.core_algos import get_policy_loss_fn
-    from verl.workers.utils import losses
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, EXPERIMENT, os.environ.get("PYTHONPATH", "")]))
+    full_env.pop("VERL_USE_EXTERNAL_MODULES", None)
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300)
 
-    from verl_dgpo.local.hf_rollout import HFRolloutServer
 
-    assert losses.get_policy_loss_fn is get_policy_loss_fn
-    assert not getattr(HFRolloutServer._generate_batch, "__study_seeded__", False)
+def test_package_source_never_names_the_experiment():
+    for folder, _, files in os.walk(os.path.join(ROOT, "verl_dgpo")):
+        for name in files:
+            if name.endswith((".py", ".yaml")):
+                text = open(os.path.join(folder, name)).read()
+                assert "comparison_study" not in text and "experiments/method_comparison" not in text, name
+
+
+def test_experiment_loads_only_on_request_registers_wrappers_and_rebinds_no_verl_function():
+    """One fresh process: importing verl (hence the plugin verl_dgpo.registry), verl_dgpo and its trainer entry
+    point loads nothing of the experiment; then every attribute of every loaded verl module is snapshot,
+    the experiment's plugin imported, and the object identities compared; the wrappers equal their losses."""
+    code = r'''
+import sys, verl, verl.trainer.ppo.core_algos as core_algos, verl.workers.utils.losses
+import verl_dgpo, verl_dgpo.registry, verl_dgpo.main
+assert not [m for m in sys.modules if m.split(".")[0] == "comparison_study"]
+assert not [n for n in core_algos.POLICY_LOSS_REGISTRY if n.startswith("study_")]
+def snapshot():
+    return {(name, attr): id(value) for name, mod in list(sys.modules.items())
+            if name == "verl" or name.startswith("verl.") for attr, value in list(vars(mod).items())}
+before = snapshot()
+registry_before = dict(core_algos.POLICY_LOSS_REGISTRY)
+import comparison_study.plugin as plugin
+after = snapshot()
+changed = [key for key in before if after.get(key) != before[key]]
+assert not changed, changed
+new = {k: v for k, v in core_algos.POLICY_LOSS_REGISTRY.items() if k not in registry_before}
+assert sorted(new) == sorted("study_" + n for n in plugin.WRAPPED), sorted(new)
+assert all(core_algos.POLICY_LOSS_REGISTRY[k] is v for k, v in registry_before.items())
+
+import math, torch
+lp = torch.tensor([[0.0, math.log(2.0), math.log(0.5)]], requires_grad=True)
+old, adv, mask = torch.zeros(1, 3), torch.tensor([[1.0, 1.0, -1.0]]), torch.ones(1, 3)
+from verl_dgpo.config import standalone_actor_config
+for name in plugin.WRAPPED:
+    cfg = standalone_actor_config(name)
+    kwargs = dict(old_log_prob=old, log_prob=lp, advantages=adv, response_mask=mask, loss_agg_mode="token-mean",
+                  config=cfg, rollout_is_weights=None)
+    want, want_metrics = core_algos.get_policy_loss_fn(name)(**kwargs)
+    got, metrics = core_algos.get_policy_loss_fn("study_" + name)(**kwargs)
+    g_want, = torch.autograd.grad(want, lp)
+    g_got, = torch.autograd.grad(got, lp)
+    assert torch.equal(want.detach(), got.detach()) and torch.equal(g_want, g_got), name
+    # ratios (1, 2, 0.5) with advantages (+, +, -), eps 0.2: HP = token 2, LN = token 3
+    assert abs(metrics["study/hp_frac"] - 1 / 3) < 1e-6 and abs(metrics["study/ln_frac"] - 1 / 3) < 1e-6, name
+    assert abs(metrics["study/ratio_max"] - 2.0) < 1e-6 and abs(metrics["study/ratio_min"] - 0.5) < 1e-6
+    assert set(want_metrics) <= set(metrics)
+print("ok")
+'''
+    proc = _python(code)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -25,6 +25,7 @@ from verl_dgpo.external_modules import add_external_module
 from verl_dgpo.methods import UnknownMethodError, verl_loss_mode
 from verl_dgpo.preflight import PreflightError, preflight
 from verl_dgpo.ray_start import RayStartTimeout, bounded_ray_start
+from verl_dgpo.run_identity import RunIdentityError
 from verl_dgpo.validation import DGPOConfigError
 from verl_dgpo.version import VerlVersionError, check_cpu_main_job, check_verl_version
 
@@ -38,7 +39,7 @@ class ConfigError(ValueError):
 #: Errors that are the user's to fix: printed as one clear line, no traceback.
 USER_ERRORS = (
     ConfigError, DGPOConfigError, UnknownMethodError, PluginNotInstalledError, VerlVersionError, PreflightError,
-    RayStartTimeout,
+    RayStartTimeout, RunIdentityError,
 )  # fmt: skip
 
 
@@ -174,6 +175,9 @@ def run(config: DictConfig) -> None:
     config = prepare(config)
     for note in preflight(config):  # verl's validate_config included
         print(f"verl-dgpo: note: {note}", flush=True)
+    from verl_dgpo.run_identity import guard
+
+    guard(config)  # this run's checkpoint folder: same run only, resume from the latest complete checkpoint
     runner = None
     if local_cpu:
         from verl_dgpo.local import activate

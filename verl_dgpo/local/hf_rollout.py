@@ -12,6 +12,20 @@ registers two classes (by name, so that this module is imported only where it is
   receives the actor's full weights after every optimizer step (``checkpoint_engine.backend=naive``) and
   ships them to its server, which loads them before the next generation.
 
+Sampling. With ``actor_rollout_ref.rollout.engine_kwargs.hf.seeded_sampling=true`` (the local preset sets
+it from ``local_cpu.rollout.seeded_sampling``) every request draws from its own generator, seeded by
+
+    sha256(rollout seed + replica rank, training step, prompt token ids, request identity)
+
+(:func:`verl_dgpo.local.sampling.request_seed`), so a request's response depends only on the seed, the
+step, its prompt, the weights and which sample it is, never on how concurrent requests were batched. The
+request identity is verl's request id when it is deterministic (``det-<sample index>``, sent by verl's
+agent loop under ``actor_rollout_ref.rollout.full_determinism=true``), so each sample of the batch gets the
+same response on a rerun; otherwise it is the occurrence of the prompt within the step in arrival order
+(the ``n`` copies of a prompt are exchangeable: the group is reproduced up to the order of its samples).
+Without the option the server samples the batch with Hugging Face ``generate`` from torch's global
+stream, which depends on arrival timing. Both follow softmax(logits / T) with top-k, then top-p.
+
 Only tensor-parallel size 1 is supported (one server per training rank); multimodal inputs are rejected.
 """
 
@@ -28,12 +42,26 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
+from verl_dgpo.local.sampling import generate_tokens, per_request_generators
+
 logger = logging.getLogger(__name__)
 
 #: Set by the tests: the server writes its weights after each sync to ``<dir>/rollout_step<N>.pt``.
 DUMP_DIR_ENV = "VERL_DGPO_ROLLOUT_DUMP_DIR"
 #: How long the server waits for concurrent requests to join a batch (seconds).
 GATHER_WINDOW_S = 0.005
+
+
+#: verl's agent loop names requests ``det-<sample index>`` under ``actor_rollout_ref.rollout.full_determinism``.
+DETERMINISTIC_ID_PREFIX = "det-"
+
+
+def hf_option(rollout_config, name: str, default=None):
+    """``actor_rollout_ref.rollout.engine_kwargs.hf.<name>`` (dataclass or DictConfig), or ``default``."""
+    engine_kwargs = getattr(rollout_config, "engine_kwargs", None) or {}
+    hf = engine_kwargs.get("hf", None) or {}
+    value = hf.get(name, None)
+    return default if value is None else value
 
 
 def server_actor_name(replica_rank: int) -> str:
@@ -81,10 +109,14 @@ class HFRolloutServer:
             pad_id=tokenizer.pad_token_id if tokenizer is not None else None,
             response_length=int(self.config.response_length),
             max_model_len=self.config.max_model_len,
+            seeded_sampling=bool(hf_option(self.config, "seeded_sampling", False)),
+            seed=int(getattr(self.config, "seed", 0) or 0) + replica_rank,
         )
 
-    def _attach(self, model, *, eos_ids: set, pad_id: Optional[int], response_length: int, max_model_len=None) -> None:
-        """Serve ``model``: stop at any of ``eos_ids`` (plus the model's own), pad with ``pad_id``."""
+    def _attach(self, model, *, eos_ids: set, pad_id: Optional[int], response_length: int, max_model_len=None,
+                seeded_sampling: bool = False, seed: int = 0) -> None:
+        """Serve ``model``: stop at any of ``eos_ids`` (plus the model's own), pad with ``pad_id``;
+        ``seeded_sampling``: per-request generators seeded from ``seed`` (see the module docstring)."""
         self.model = model.eval()
         gen_eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos_ids) | set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
@@ -94,9 +126,12 @@ class HFRolloutServer:
         self.pad_id = pad_id if pad_id is not None else min(self.eos_ids)
         self.response_length = response_length
         self.max_model_len = int(max_model_len or model.config.max_position_embeddings)
+        self.seeded_sampling = seeded_sampling
+        self.seed = seed
         self.global_steps: Optional[int] = None
         self.weight_syncs = 0
-        self._pending: list[tuple[tuple, list[int], asyncio.Future]] = []
+        self._occurrences: dict = {}  # (step, prompt) -> requests of that prompt seen in that step
+        self._pending: list[tuple[tuple, list[int], Any, asyncio.Future]] = []
         self._drainer: Optional[asyncio.Task] = None
         self._model_lock: Optional[asyncio.Lock] = None
 
@@ -118,7 +153,7 @@ class HFRolloutServer:
             raise NotImplementedError("the 'hf' rollout backend is text-only (multimodal inputs were given)")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append((_sampling_key(sampling_params), list(prompt_ids), future))
+        self._pending.append((_sampling_key(sampling_params), list(prompt_ids), request_id, future))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
         token_ids, log_probs, finished = await future
@@ -139,30 +174,73 @@ class HFRolloutServer:
             await asyncio.sleep(GATHER_WINDOW_S)  # let the other concurrent requests of this step arrive
             batch, self._pending = self._pending, []
             groups: dict[tuple, list] = {}
-            for key, prompt, future in batch:
-                groups.setdefault(key, []).append((prompt, future))
+            for key, prompt, request_id, future in batch:
+                groups.setdefault(key, []).append((prompt, request_id, future))
             for key, items in groups.items():
                 try:
                     async with self._lock():
-                        results = await asyncio.to_thread(self._generate_batch, [p for p, _ in items], key)
+                        results = await asyncio.to_thread(
+                            self._generate_batch, [p for p, _, _ in items], key, [r for _, r, _ in items]
+                        )
                 except Exception as err:  # noqa: BLE001 - hand the error to every waiting request
-                    for _, future in items:
+                    for _, _, future in items:
                         if not future.done():
                             future.set_exception(err)
                     continue
-                for (_, future), result in zip(items, results):
+                for (_, _, future), result in zip(items, results):
                     if not future.done():
                         future.set_result(result)
 
-    @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], key: tuple) -> list[tuple[list[int], Optional[list], bool]]:
-        from transformers import GenerationConfig
+    def request_identities(self, prompts: list[list[int]], request_ids: Optional[list]) -> list:
+        """What tells apart the requests of one prompt in this step: verl's deterministic request id, or
+        else the prompt's occurrence count in arrival order (reset every training step)."""
+        step = int(self.global_steps or 0)
+        if self._occurrences.get("__step__") != step:
+            self._occurrences = {"__step__": step}
+        identities = []
+        for prompt, request_id in zip(prompts, request_ids or [None] * len(prompts)):
+            if isinstance(request_id, str) and request_id.startswith(DETERMINISTIC_ID_PREFIX):
+                identities.append(request_id)
+            else:
+                key = tuple(prompt)
+                identities.append(self._occurrences.get(key, 0))
+                self._occurrences[key] = identities[-1] + 1
+        return identities
 
+    @torch.no_grad()
+    def _generate_batch(
+        self, prompts: list[list[int]], key: tuple, request_ids: Optional[list] = None
+    ) -> list[tuple[list[int], Optional[list], bool]]:
         temperature, top_p, top_k, want_logprobs = key
         width = max(len(p) for p in prompts)
         max_new = min(self.response_length, self.max_model_len - width)
         if max_new <= 0:
             raise ValueError(f"prompt of {width} tokens leaves no room below max_model_len={self.max_model_len}")
+        if self.seeded_sampling:
+            return self._sample_seeded(prompts, key, request_ids, max_new)
+        return self._sample_with_hf_generate(prompts, key, max_new)
+
+    def _sample_seeded(self, prompts, key, request_ids, max_new):
+        temperature, top_p, top_k, want_logprobs = key
+        step = int(self.global_steps or 0)
+        generators = per_request_generators(self.seed, step, prompts, self.request_identities(prompts, request_ids))
+        tokens, logps = generate_tokens(
+            self.model, prompts, max_new_tokens=max_new, pad_id=self.pad_id, eos_ids=self.eos_ids,
+            temperature=max(float(temperature), 0.0), top_k=max(int(top_k), 0), top_p=float(top_p),
+            generator=generators,
+        )
+        results = []
+        for i in range(len(prompts)):
+            token_ids, finished = cut_after_eos(tokens[i].tolist(), self.eos_ids)
+            logprobs = logps[i, : len(token_ids)].tolist() if want_logprobs else None
+            results.append((token_ids, logprobs, finished))
+        return results
+
+    def _sample_with_hf_generate(self, prompts, key, max_new):
+        from transformers import GenerationConfig
+
+        temperature, top_p, top_k, want_logprobs = key
+        width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, prompt in enumerate(prompts):  # left padding

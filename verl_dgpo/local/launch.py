@@ -110,23 +110,22 @@ def fill_paths(config: DictConfig, paths: dict[str, str]) -> None:
             config.trainer.default_local_dir = os.path.abspath(config.trainer.default_local_dir)
 
 
-def check_resume(config: DictConfig) -> None:
-    """With ``resume_mode=auto``, refuse to "resume" a run that already reached ``total_training_steps``."""
-    trainer = config.trainer
-    if trainer.resume_mode != "auto" or trainer.total_training_steps is None:
-        return
-    tracker = os.path.join(trainer.default_local_dir, "latest_checkpointed_iteration.txt")
-    try:
-        with open(tracker) as f:
-            latest = int(f.read().strip())
-    except (OSError, ValueError):
-        return
-    if latest >= int(trainer.total_training_steps):
-        raise LocalRunError(
-            f"the checkpoint in {trainer.default_local_dir} is at step {latest}, which already reaches "
-            f"trainer.total_training_steps={trainer.total_training_steps}; pass a larger "
-            f"trainer.total_training_steps to train further from it"
-        )
+def apply_rollout_options(config: DictConfig) -> None:
+    """Hand ``local_cpu.rollout.*`` to the ``hf`` rollout server (``rollout.engine_kwargs.hf``).
+
+    ``seeded_sampling``: each response is sampled from a generator seeded by the rollout seed, the step,
+    the prompt and the sample's index (see :mod:`verl_dgpo.local.hf_rollout`), so a rerun with the same
+    seed, and a resumed run, sample the same responses.
+    """
+    options = config.local_cpu.get("rollout", None) or {}
+    seeded = bool(options.get("seeded_sampling", False))
+    with open_dict(config):
+        rollout = config.actor_rollout_ref.rollout
+        if rollout.get("engine_kwargs", None) is None:
+            rollout.engine_kwargs = {}
+        if rollout.engine_kwargs.get("hf", None) is None:
+            rollout.engine_kwargs.hf = {}
+        rollout.engine_kwargs.hf.seeded_sampling = seeded
 
 
 # --- environment ----------------------------------------------------------------------------------
@@ -279,7 +278,7 @@ def activate(config: DictConfig):
     output_dir = os.path.abspath(os.path.expanduser(lc.output_dir))
     paths = write_assets(os.path.join(output_dir, "assets"), asset_spec(config))
     fill_paths(config, paths)
-    check_resume(config)
+    apply_rollout_options(config)
     logs = os.path.join(output_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     metrics_path = os.path.join(logs, time.strftime("metrics-%Y%m%d-%H%M%S") + f"-{os.getpid()}.jsonl")

@@ -1,0 +1,87 @@
+"""The study's two configurations and their record, ``study.json``, in the study's output folder.
+
+``short``: the first comparison (3-digit copy, 20 steps, 3 seeds); a sharpening-only regime, kept as a record.
+``long``: the configuration meant to show training dynamics (see experiments/method_comparison/README.md).
+
+A study folder records its configuration in ``study.json`` when it starts; ``--report-only`` reads it
+back, so a report is always rebuilt with the settings its runs used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from comparison_study.report import ReportSettings
+from comparison_study.runs import METHODS, StudySettings
+from comparison_study.warm_start import WarmStartSpec
+
+RECORD_FILE = "study.json"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    settings: StudySettings
+    warm_start: WarmStartSpec
+    report: ReportSettings
+    description: str = ""
+    #: the study folder as given to ``--out`` when it was created, relative to the repository root (shown in
+    #: the report's command, so a rebuild elsewhere writes the same report).
+    out: str = ""
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_json(cls, data: dict) -> "StudyConfig":
+        settings = dict(data["settings"])
+        settings["extra_overrides"] = tuple(settings.get("extra_overrides", ()))
+        return cls(name=data["name"], methods=tuple(data["methods"]), seeds=tuple(data["seeds"]),
+                   settings=StudySettings(**settings), warm_start=WarmStartSpec(**data["warm_start"]),
+                   report=ReportSettings(**data["report"]), description=data.get("description", ""),
+                   out=data.get("out", ""))
+
+
+SHORT = StudyConfig(
+    name="short",
+    methods=tuple(METHODS),
+    seeds=(0, 1, 2),
+    settings=StudySettings(steps=20, digits=3),
+    warm_start=WarmStartSpec(digits=3),
+    report=ReportSettings(threshold=0.65, threshold_window=3, final_window=5),
+    description=("3-digit copy from a warm start that is almost always right when greedy (below), 20 steps x 3 "
+                 "seeds: a sharpening-only regime. Its runs were made by the former scripts/compare_methods.py with these "
+                 "settings; the weights of its warm start were not kept, so this folder can be rebuilt "
+                 "(--report-only) but not extended."),
+)
+
+LONG = StudyConfig(
+    name="long",
+    methods=tuple(METHODS),
+    seeds=(0, 1, 2, 3, 4),
+    settings=StudySettings(steps=150, digits=6, max_response_length=7, mini_batches=4, ppo_epochs=1),
+    warm_start=WarmStartSpec(digits=6, heldout_size=500, target_accuracy=0.2, max_accuracy=0.4,
+                             max_new_tokens=7, eval_every=10),
+    report=ReportSettings(threshold=0.6, threshold_window=10, final_window=20),
+    description="6-digit copy from a warm start at 0.2-0.4 sampled accuracy; 150 steps x 5 seeds.",
+)
+
+CONFIGS = {config.name: config for config in (SHORT, LONG)}
+
+
+def read_record(out_dir: str) -> StudyConfig | None:
+    path = os.path.join(out_dir, RECORD_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return StudyConfig.from_json(json.load(f))
+
+
+def write_record(out_dir: str, config: StudyConfig) -> None:
+    with open(os.path.join(out_dir, RECORD_FILE), "w") as f:
+        json.dump(config.to_json(), f, indent=1)
+        f.write("\n")
