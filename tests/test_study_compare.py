@@ -26,7 +26,7 @@ STEPS = 2
 DETERMINISM_TOLERANCE = 0.0
 DETERMINISTIC_COLUMNS = [c for c in runs.CSV_COLUMNS if c not in ("step", "step_time")]
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the local CPU trainer runs Ray on Linux")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="the local CPU trainer runs Ray on Linux")]
 
 
 def _run_script(out, warm_dir, *extra):
