@@ -91,7 +91,7 @@ def learning_run(root, method, seed):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """All six runs, started together at fixture set-up and run PARALLEL_RUNS at a time; values are futures."""
+    """All six runs, queued at fixture set-up and run PARALLEL_RUNS at a time; values are futures."""
     root = str(tmp_path_factory.mktemp("e2e"))
     pool = ThreadPoolExecutor(max_workers=PARALLEL_RUNS)
     short = pool.submit(short_dgpo_run_and_its_resume, root)  # the longest chain goes first
