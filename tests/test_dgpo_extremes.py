@@ -1,5 +1,8 @@
 """Extreme importance ratios, garbage on padding and empty batches never give inf or NaN."""
 
+import itertools
+import math
+
 import pytest
 import torch
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
@@ -19,19 +22,27 @@ def extreme_batch(log_ratio, dtype, garbage):
 
 
 @pytest.mark.parametrize("mode", AGG_MODES)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("log_ratio", [20.0, 50.0, 100.0])
-@pytest.mark.parametrize("garbage", [1e4, -1e4, float("inf"), float("-inf"), float("nan")])
-@pytest.mark.parametrize("n,m", [(1, 2), (3, 1.5)])
-def test_extreme_log_ratios_give_finite_loss_and_gradients(actor_config_factory, log_ratio, dtype, garbage, mode, n, m):
-    log_prob, old, adv, mask = extreme_batch(log_ratio, dtype, garbage)
-    config = actor_config_factory(n=n, m=m)
-    loss, metrics = get_policy_loss_fn("dgpo")(old, log_prob, adv, mask, loss_agg_mode=mode, config=config)
-    loss.backward()
-    assert torch.isfinite(loss), loss
-    assert torch.isfinite(log_prob.grad).all(), log_prob.grad
-    assert (log_prob.grad[~mask] == 0).all(), "masked tokens must get exactly zero gradient"
-    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values()), metrics
+def test_extreme_log_ratios_give_finite_loss_and_gradients(actor_config_factory, mode):
+    """One claim per aggregation mode, checked over a grid of 60 batches (dtype x |log r| x garbage x (n, m))."""
+    cases = itertools.product(DTYPES, [20.0, 50.0, 100.0], [1e4, -1e4, float("inf"), float("-inf"), float("nan")], [(1, 2), (3, 1.5)])
+    failures = []
+    for dtype, log_ratio, garbage, (n, m) in cases:
+        log_prob, old, adv, mask = extreme_batch(log_ratio, dtype, garbage)
+        loss, metrics = get_policy_loss_fn("dgpo")(old, log_prob, adv, mask, loss_agg_mode=mode, config=actor_config_factory(n=n, m=m))
+        loss.backward()
+        problems = [
+            what
+            for what, ok in (
+                ("loss", torch.isfinite(loss).item()),
+                ("gradient", torch.isfinite(log_prob.grad).all().item()),
+                ("masked gradient != 0", (log_prob.grad[~mask] == 0).all().item()),
+                ("metrics", all(math.isfinite(float(v)) for v in metrics.values())),
+            )
+            if not ok
+        ]
+        if problems:
+            failures.append((dtype, log_ratio, garbage, n, m, problems))
+    assert not failures, failures
 
 
 @pytest.mark.parametrize("mode", AGG_MODES)

@@ -1,8 +1,12 @@
 """End to end: ``python -m verl_dgpo.main --config-name local_cpu`` trains through verl's real Ray trainer.
 
-Three short real runs (about a minute each on 2 cores): DGPO for 3 steps, a resumed continuation of it to
-step 5, and GRPO's loss (``vanilla``) for 2 steps. Each is a separate process started from a temporary
-working directory, exactly as a user would start it.
+Six real runs, each a separate process started from a temporary working directory exactly as a user would
+start it, one after the other: a short DGPO run (3 steps, with the
+reference model, the rollout-weight dump and a ten-digit task whose rows can be told apart), its resumed
+continuation to step 5, and four default-length runs (DGPO and GRPO's loss ``vanilla``, seeds 0 and 1) that
+must visibly learn. Every claim below reads one of these six runs; none starts its own. All are ``slow``
+(`python -m pytest -q -m slow tests`). The two runs that cannot start stay in the default tier: they stop
+before any trainer process exists.
 """
 
 import collections
@@ -12,6 +16,7 @@ import math
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -22,7 +27,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = ["local_cpu.task.alphabet='0123456789'", "local_cpu.task.digits=1"]
 
 
-def train(out_dir, *overrides, env=None, timeout=600):
+#: Trainer runs at a time. On 2 cores two at a time took as long in all as one after the other (each run's
+#: half-dozen processes use both cores), so one; the queue still lets a partial selection skip unneeded runs.
+PARALLEL_RUNS = 1
+#: The learning claim: mean reward over the first 3 steps at most this, over the last 3 at least LEARNED.
+UNLEARNED, LEARNED = 0.3, 0.8
+LEARNING_RUNS = [(method, seed) for method in ("dgpo", "vanilla") for seed in (0, 1)]
+
+
+def train(out_dir, *overrides, env=None, timeout=900):
     """Run the local preset as a user would; return (process result, per-step metrics, stdout)."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM")}
     full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
@@ -47,11 +60,12 @@ def load_safetensors(folder):
     return state
 
 
-@pytest.fixture(scope="module")
-def dgpo_run(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("e2e") / "run")
+def short_dgpo_run_and_its_resume(root):
+    """DGPO for 3 steps, then ``trainer.resume_mode=auto`` to step 5 in the same folder."""
+    out = os.path.join(root, "short")
     dump = os.path.join(out, "rollout_weights")
-    proc, steps, stdout = train(
+    rollouts = f"trainer.rollout_data_dir={os.path.join(out, 'rollouts')}"
+    _, steps, stdout = train(
         out,
         *TASK,
         "trainer.total_training_steps=3",
@@ -59,12 +73,44 @@ def dgpo_run(tmp_path_factory):
         "actor_rollout_ref.actor.use_kl_loss=true",  # builds the reference model too (pinned-memory patch)
         "actor_rollout_ref.actor.kl_loss_coef=0.001",
         "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
-        f"trainer.rollout_data_dir={os.path.join(out, 'rollouts')}",
+        rollouts,
         env={"VERL_DGPO_ROLLOUT_DUMP_DIR": dump},
     )
-    return {"out": out, "dump": dump, "steps": steps, "stdout": stdout}
+    first = {"out": out, "dump": dump, "steps": steps, "stdout": stdout}
+    # what the checks of the first run read, taken before the resumed run writes into the same folder
+    first["rollout_dump_files"] = sorted(os.listdir(dump))
+    first["targets"] = {s: dumped_targets(out, s) for s in (1, 2, 3)}
+    _, steps, stdout = train(out, *TASK, "trainer.total_training_steps=5", "trainer.save_freq=5", "trainer.resume_mode=auto", rollouts)
+    return first, {"out": out, "steps": steps, "stdout": stdout}
 
 
+def learning_run(root, method, seed):
+    _, steps, stdout = train(os.path.join(root, f"{method}-{seed}"), f"algorithm.policy_loss={method}", f"local_cpu.seed={seed}")
+    return {"steps": steps, "stdout": stdout}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """All six runs, queued at fixture set-up and run PARALLEL_RUNS at a time; values are futures."""
+    root = str(tmp_path_factory.mktemp("e2e"))
+    pool = ThreadPoolExecutor(max_workers=PARALLEL_RUNS)
+    short = pool.submit(short_dgpo_run_and_its_resume, root)  # the longest chain goes first
+    learning = {key: pool.submit(learning_run, root, *key) for key in LEARNING_RUNS}
+    yield {"short": short, "learning": learning}
+    pool.shutdown(wait=True, cancel_futures=True)  # runs that no selected test needed and that have not started
+
+
+@pytest.fixture(scope="module")
+def dgpo_run(runs):
+    return runs["short"].result()[0]
+
+
+@pytest.fixture(scope="module")
+def resumed_run(runs):
+    return runs["short"].result()[1]
+
+
+@pytest.mark.slow
 def test_dgpo_run_has_finite_loss_and_grad_norm_every_step(dgpo_run):
     steps = dgpo_run["steps"]
     assert sorted(steps) == [1, 2, 3]
@@ -73,11 +119,13 @@ def test_dgpo_run_has_finite_loss_and_grad_norm_every_step(dgpo_run):
             assert math.isfinite(data[key]), (key, data[key])
 
 
+@pytest.mark.slow
 def test_dgpo_run_reaches_the_ln_or_hp_region(dgpo_run):
     fractions = [d["actor/dgpo_ln_frac"] + d["actor/dgpo_hp_frac"] for d in dgpo_run["steps"].values()]
     assert max(fractions) > 0
 
 
+@pytest.mark.slow
 def test_dgpo_run_changes_the_actor_weights(dgpo_run):
     initial = load_safetensors(os.path.join(dgpo_run["out"], "assets", "model"))
     trained = load_safetensors(os.path.join(dgpo_run["out"], "checkpoints", "global_step_3", "actor", "huggingface"))
@@ -86,9 +134,10 @@ def test_dgpo_run_changes_the_actor_weights(dgpo_run):
     assert len(changed) >= len(trained) // 2
 
 
+@pytest.mark.slow
 def test_rollout_engine_holds_the_actors_weights_after_each_sync(dgpo_run):
     dump = dgpo_run["dump"]
-    assert sorted(os.listdir(dump)) == [f"rollout_step{i}.pt" for i in range(4)]  # before step 1, after each step
+    assert dgpo_run["rollout_dump_files"] == [f"rollout_step{i}.pt" for i in range(4)]  # before step 1, after each step
     initial = load_safetensors(os.path.join(dgpo_run["out"], "assets", "model"))
     before = torch.load(os.path.join(dump, "rollout_step0.pt"))
     assert all(torch.equal(before[k], initial[k].float()) for k in initial)
@@ -100,6 +149,7 @@ def test_rollout_engine_holds_the_actors_weights_after_each_sync(dgpo_run):
         assert torch.equal(after["lm_head.weight"], after["model.embed_tokens.weight"])
 
 
+@pytest.mark.slow
 def test_run_prints_a_line_per_step_and_a_summary(dgpo_run):
     stdout = dgpo_run["stdout"]
     for step in (1, 2, 3):
@@ -127,33 +177,39 @@ def dumped_targets(out_dir, step, n=8):
     return collections.Counter({k: v // n for k, v in counts.items()})
 
 
-def test_resume_continues_at_the_next_step_and_dataloader_position(dgpo_run):
+@pytest.mark.slow
+def test_resume_continues_at_the_next_step_and_dataloader_position(dgpo_run, resumed_run):
     out = dgpo_run["out"]
-    assert {s: dumped_targets(out, s) for s in (1, 2, 3)} == expected_targets_per_step(out, (1, 2, 3))
-    proc, steps, stdout = train(
-        out,
-        *TASK,
-        "trainer.total_training_steps=5",
-        "trainer.save_freq=5",
-        "trainer.resume_mode=auto",
-        f"trainer.rollout_data_dir={os.path.join(out, 'rollouts')}",
-    )
-    assert sorted(steps) == [4, 5]
+    assert dgpo_run["targets"] == expected_targets_per_step(out, (1, 2, 3))
+    assert sorted(resumed_run["steps"]) == [4, 5]
     assert {s: dumped_targets(out, s) for s in (4, 5)} == expected_targets_per_step(out, (4, 5))
     state = torch.load(os.path.join(out, "checkpoints", "global_step_5", "data.pt"), weights_only=False)
     assert state["_num_yielded"] == 5
-    assert "[dgpo-local] step 4/5" in stdout
+    assert "[dgpo-local] step 4/5" in resumed_run["stdout"]
 
 
-def test_vanilla_loss_trains_through_the_same_path(tmp_path):
-    proc, steps, stdout = train(
-        str(tmp_path / "run"), *TASK, "algorithm.policy_loss=vanilla", "trainer.total_training_steps=2", "trainer.save_freq=-1"
-    )
-    assert sorted(steps) == [1, 2]
-    for data in steps.values():
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_vanilla_loss_trains_through_the_same_path(runs, seed):
+    run = runs["learning"]["vanilla", seed].result()
+    for data in run["steps"].values():
         assert math.isfinite(data["actor/pg_loss"]) and math.isfinite(data["actor/grad_norm"])
         assert "actor/pg_clipfrac" in data and "actor/dgpo_ln_frac" not in data  # verl's own vanilla loss ran
-    assert "[dgpo-local] finished: 2 training steps" in stdout
+    assert f"[dgpo-local] finished: {len(run['steps'])} training steps" in run["stdout"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, seed", LEARNING_RUNS)
+def test_default_run_learns_the_task(runs, method, seed):
+    """The default run (30 steps) visibly learns: reward <= 0.3 over its first 3 steps and >= 0.8 over its last 3."""
+    run = runs["learning"][method, seed].result()
+    steps = run["steps"]
+    rewards = [steps[s]["critic/score/mean"] for s in sorted(steps)]
+    print(f"\n{method} seed {seed} rewards: " + " ".join(f"{r:.3f}" for r in rewards))
+    print("\n".join(line for line in run["stdout"].splitlines() if "wall time" in line or "peak memory" in line))
+    assert sorted(steps) == list(range(1, 31))
+    first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
+    assert first <= UNLEARNED and last >= LEARNED, (first, last, rewards)
 
 
 def run_failing(tmp_path, *overrides):
