@@ -117,14 +117,14 @@ def use_grpo_session_handling(config: DictConfig) -> None:
 
 
 def task_runner_class(config: DictConfig):
-    """verl's TaskRunner for the configured trainer version (v1 by default, v0 with trainer.use_v1=false)."""
-    if config.trainer.use_v1:
-        from verl.trainer.main_ppo import TaskRunnerV1
+    """The TaskRunner for the configured trainer (v1 by default, v0 with ``trainer.use_v1=false``).
 
-        return TaskRunnerV1
-    from verl.trainer.main_ppo_v0 import TaskRunner
+    verl's own runner, subclassed so that every validation also logs the paper's Avg@k and unbiased
+    Pass@k per benchmark (``verl_dgpo/task_runners.py``); verl itself is not modified.
+    """
+    from verl_dgpo import task_runners
 
-    return TaskRunner
+    return task_runners.TaskRunnerV1 if config.trainer.use_v1 else task_runners.TaskRunnerV0
 
 
 def run(config: DictConfig) -> None:
@@ -134,14 +134,13 @@ def run(config: DictConfig) -> None:
     from verl.utils.device import auto_set_device
 
     config = prepare(config)
-    runner = None
     if config.get("local_cpu", {}).get("enabled", False):
         from verl_dgpo.local import activate
 
-        runner = activate(config)
+        activate(config)  # the preset runs verl's v0 trainer: task_runner_class picks our v0 runner
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    run_ppo(config, task_runner_class=runner or task_runner_class(config))
+    run_ppo(config, task_runner_class=task_runner_class(config))
 
 
 #: Our yaml folder, as a file-system path: the package-relative form would name the module
