@@ -94,3 +94,17 @@ def test_importing_the_package_patches_nothing():
 
 def test_rebound_run_is_a_plain_function():
     assert isinstance(task_runners.PassAtKTaskRunnerV0.run, types.FunctionType)
+
+
+def test_ray_constructs_both_runners():
+    """Ray builds the actors (an inherited ``__init__`` with zero-argument super() failed there)."""
+    import ray
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        for runner in (task_runners.TaskRunnerV0, task_runners.TaskRunnerV1):
+            actor = runner.remote()
+            assert ray.get(actor.__ray_ready__.remote(), timeout=120) is True
+            ray.kill(actor)
+    finally:
+        ray.shutdown()

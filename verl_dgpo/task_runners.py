@@ -71,6 +71,11 @@ def run_with_trainer(verl_run: types.FunctionType, trainer_cls: type) -> types.F
 class PassAtKTaskRunnerV0(_VerlTaskRunnerV0):
     """verl's v0 TaskRunner, training with :class:`RayPPOTrainerWithPassAtK`."""
 
+    def __init__(self):
+        # Defined here, not inherited: Ray, constructing the actor, fails to run an inherited __init__ that
+        # uses zero-argument super() (``TypeError: super(type, obj)``), as verl's does.
+        _VerlTaskRunnerV0.__init__(self)
+
     run = run_with_trainer(_VerlTaskRunnerV0.run, RayPPOTrainerWithPassAtK)
 
 
@@ -89,6 +94,9 @@ def _verl_task_runner_v1():
 
 class PassAtKTaskRunnerV1(_verl_task_runner_v1()):
     """verl's v1 TaskRunner, training with the Pass@k variant of the configured ``trainer.v1.trainer_mode``."""
+
+    def __init__(self):
+        super(PassAtKTaskRunnerV1, self).__init__()  # explicit, as in PassAtKTaskRunnerV0
 
     def run(self, config):
         registered = register_pass_at_k_trainers()  # in this actor's process: verl's registry is per process
