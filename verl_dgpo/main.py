@@ -2,7 +2,9 @@
 
 It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas), checks on
 the driver, before Ray starts, that the plugin is registered, that verl is the pinned release and that
-every DGPO key is valid, and then runs verl's own PPO trainer. Hydra's flags work as usual, e.g.
+every DGPO key is valid, and then runs verl's own PPO trainer, built by a subclass of verl's TaskRunner
+whose validation also logs the paper's Avg@k and unbiased Pass@k (``verl_dgpo/task_runners.py``; verl
+itself is not modified). Hydra's flags work as usual, e.g.
 ``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
 """
 
