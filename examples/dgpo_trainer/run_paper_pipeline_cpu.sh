@@ -73,7 +73,7 @@ evaluate() {  # evaluate METHOD: its final checkpoint's Hugging Face weights on 
     model=$(ls -d "$OUT/runs/$method/checkpoints"/global_step_*/actor/huggingface | sort -V | tail -n 1)
     step "3/4 evaluate $model -> $OUT/eval/$method"
     python -m verl_dgpo.eval --model "$model" --data "$OUT/data/benchmarks.parquet" --backend hf \
-        --k "$VAL_N" --temperature 1.0 --max-new-tokens 16 --no-progress --overwrite \
+        --k "$VAL_N" --temperature 1.0 --max-new-tokens 16 --chunk-size 16 --no-progress --overwrite \
         --out "$OUT/eval/$method" >"$OUT/eval_$method.log" 2>&1 || {
         echo "[pipeline] evaluating $method failed; see $OUT/eval_$method.log" >&2
         tail -n 30 "$OUT/eval_$method.log" >&2
