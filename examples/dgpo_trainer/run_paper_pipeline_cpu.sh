@@ -49,7 +49,9 @@ train() {  # train METHOD: the local preset on the prepared math data, validatin
         data.val_files="$OUT/data/benchmarks.parquet" \
         data.validation_shuffle=false \
         data.train_batch_size=4 data.max_prompt_length=384 data.max_response_length=16 \
-        actor_rollout_ref.actor.ppo_mini_batch_size=2 \
+        actor_rollout_ref.actor.ppo_mini_batch_size=2 actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8 \
+        actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16 \
+        actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16 \
         actor_rollout_ref.rollout.n=4 \
         actor_rollout_ref.rollout.val_kwargs.n="$VAL_N" \
         actor_rollout_ref.rollout.val_kwargs.do_sample=true \
