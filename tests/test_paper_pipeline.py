@@ -100,7 +100,8 @@ def test_validation_logs_pass_at_k_equal_to_the_estimator_on_the_dumped_samples(
     for i, problem in enumerate(problems.to_dict(orient="records")):  # validation_shuffle=false: file order
         block = samples[i * VAL_N : (i + 1) * VAL_N]
         assert all(str(s["gts"]) == str(problem["reward_model"]["ground_truth"]) for s in block)
-        scores_by_source.setdefault(problem["data_source"], []).append([float(s["score"]) for s in block])
+        assert all(s["acc"] == s["score"] for s in block)  # verl's per-sample `acc`, which it groups
+        scores_by_source.setdefault(problem["data_source"], []).append([float(s["acc"]) for s in block])
 
     all_scores = [s for groups in scores_by_source.values() for g in groups for s in g]
     assert 0 < sum(all_scores) < len(all_scores), "degenerate scores: the check would compare constants"
@@ -109,12 +110,12 @@ def test_validation_logs_pass_at_k_equal_to_the_estimator_on_the_dumped_samples(
     for source, groups in scores_by_source.items():
         for k in ks:
             expected = sum(unbiased_pass_at_k(VAL_N, int(sum(g)), k) for g in groups) / len(groups)
-            assert metrics[f"val-core/{source}/reward/pass@{k}"] == pytest.approx(expected, abs=1e-9), (source, k)
+            assert metrics[f"val-core/{source}/acc/pass@{k}"] == pytest.approx(expected, abs=1e-9), (source, k)
         avg = sum(sum(g) for g in groups) / (VAL_N * len(groups))
-        assert metrics[f"val-core/{source}/reward/avg@{VAL_N}"] == pytest.approx(avg, abs=1e-9)
-        assert metrics[f"val-core/{source}/reward/mean@{VAL_N}"] == pytest.approx(avg, abs=1e-9)  # verl's own
+        assert metrics[f"val-core/{source}/acc/avg@{VAL_N}"] == pytest.approx(avg, abs=1e-9)
+        assert metrics[f"val-core/{source}/acc/mean@{VAL_N}"] == pytest.approx(avg, abs=1e-9)  # verl's own
     per_source = [sum(unbiased_pass_at_k(VAL_N, int(sum(g)), VAL_N) for g in groups) / len(groups) for groups in scores_by_source.values()]
-    assert metrics[f"val-core/average/reward/pass@{VAL_N}"] == pytest.approx(sum(per_source) / len(per_source), abs=1e-9)
+    assert metrics[f"val-core/average/acc/pass@{VAL_N}"] == pytest.approx(sum(per_source) / len(per_source), abs=1e-9)
 
 
 def test_both_trainings_validated_and_saved_hf_weights(pipeline):
