@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     parser.add_argument("--paper", default=PAPER_CSV, help="published results CSV (default: the copy shipped with verl-dgpo)")
     parser.add_argument("--out", default=None, help="directory for tables.md, tables.tex, averages.png")
     parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--title", default=None, help="a line put first in tables.md and in every LaTeX caption, e.g. a scale warning")
     args = parser.parse_args(argv)
     try:
         ours = parse_summary_args(args.summary)
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
         print(f"make_tables: {err}", file=sys.stderr)
         return 2
     paper = load_paper(args.paper)
-    md, tex = markdown(ours, paper), latex(ours, paper)
+    md, tex = markdown(ours, paper, args.title), latex(ours, paper, args.title)
     print(md)
     if args.out:
         os.makedirs(args.out, exist_ok=True)

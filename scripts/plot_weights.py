@@ -89,11 +89,23 @@ def weight_table(curves, ratios, *, eps_low, eps_high, clip_ratio_c) -> list[dic
     return rows
 
 
+#: Decimals kept in the CSV: a rerun on another machine (float noise ~1e-16) writes the same bytes.
+R_DECIMALS = 6
+WEIGHT_DECIMALS = 12
+WEIGHT_DIGITS = 10
+
+
+def _stable(x: float) -> str:
+    """``x`` rounded to 12 decimals and 10 significant digits (``-0`` written as ``0``)."""
+    return format(round(x, WEIGHT_DECIMALS) + 0.0, f".{WEIGHT_DIGITS}g")
+
+
 def write_csv(rows: list[dict], path: str) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        for row in rows:
+            writer.writerow({k: _stable(v) if k in ("weight_log_pi", "weight_pi") else v for k, v in row.items()})
 
 
 def _broken_at_jumps(xs: list[float], ys: list[float], jump: float = 0.15) -> tuple[list[float], list[float]]:
@@ -108,31 +120,56 @@ def _broken_at_jumps(xs: list[float], ys: list[float], jump: float = 0.15) -> tu
     return out_x, out_y
 
 
+SIGNS = ((1.0, "A > 0", "tab:blue", "-"), (-1.0, "A < 0", "tab:orange", "--"))
+
+
+def _curve(rows, key, advantage):
+    points = [(row["r"], row["weight_pi"]) for row in rows if row["method"] == key and row["advantage"] == advantage]
+    return _broken_at_jumps(*map(list, zip(*points)))
+
+
 def plot(rows, curves, path, *, eps_low, eps_high, clip_ratio_c, y_max) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True)
-    colors = plt.get_cmap("tab10").colors
-    # Drawn widest first, so that lines that coincide (every method inside the trust region) stay visible.
-    widths = [5.5 - 0.6 * i for i in range(len(curves))]
-    markers = {1.0: [(1 / clip_ratio_c, "1/c"), (1 - eps_low, "1-ε_low"), (1 + eps_high, "1+ε_high")],
-               -1.0: [(1 - eps_low, "1-ε_low"), (1 + eps_high, "1+ε_high"), (clip_ratio_c, "c")]}  # fmt: skip
-    for ax, advantage, title in zip(axes, (1.0, -1.0), ("A > 0", "A < 0")):
-        for i, curve in enumerate(curves):
-            points = [(row["r"], row["weight_pi"]) for row in rows
-                      if row["method"] == curve.key and row["advantage"] == advantage]  # fmt: skip
-            xs, ys = _broken_at_jumps(*map(list, zip(*points)))
-            ax.plot(xs, ys, color=colors[i % len(colors)], linewidth=max(widths[i], 1.2), alpha=0.85, label=curve.label)
-        for x, text in markers[advantage]:
-            ax.axvline(x, color="grey", linewidth=0.8, linestyle=":")
-            ax.text(x, y_max * 0.98, f" {text}", color="grey", fontsize=8, va="top")
-        ax.set_title(f"{title}   (ε_low={eps_low:g}, ε_high={eps_high:g}, c={clip_ratio_c:g})")
-        ax.set_xlabel("r = π / π_old")
+    """One panel per method (methods that coincide somewhere, e.g. GPPO, CE-GPPO and CISPO for A > 0 and
+    r > 1+ε, stay readable), both signs of A in each; GRPO in grey behind the others; the legend in a
+    panel of its own."""
+    columns = 4
+    rows_of_panels = (len(curves) + 1 + columns - 1) // columns
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(4.0 * columns, 3.3 * rows_of_panels), sharex=True, sharey=True)
+    axes = axes.ravel()
+    edges = [(1 - eps_low, "1-ε_low"), (1 + eps_high, "1+ε_high"), (clip_ratio_c, "c"), (1 / clip_ratio_c, "1/c")]
+    reference = curves[0]
+    for ax, curve in zip(axes, curves):
+        for x, text in edges:
+            ax.axvline(x, color="grey", linewidth=0.7, linestyle=":")
+            if curve is reference:
+                ax.text(x, y_max * 0.97, f"{text} ", color="grey", fontsize=7, rotation=90, ha="right", va="top")
+        if curve is not reference:
+            for advantage, _, _, style in SIGNS:
+                ax.plot(*_curve(rows, reference.key, advantage), color="0.75", linewidth=1.0, linestyle=style)
+        for advantage, _, color, style in SIGNS:  # A > 0 wider, so that it shows where the two coincide
+            ax.plot(*_curve(rows, curve.key, advantage), color=color, linewidth=3.0 if advantage > 0 else 1.8, linestyle=style)
+        ax.set_title(curve.label, fontsize=10)
         ax.set_ylim(-0.05, y_max)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("π_old × gradient weight on A·∇π")
-    axes[1].legend(fontsize=8, loc="center right")
+    for ax in axes[len(curves):]:
+        ax.axis("off")
+    legend_ax = axes[len(curves)]
+    handles = [
+        plt.Line2D([], [], color=color, linestyle=style, linewidth=3.0 if advantage > 0 else 1.8, label=text)
+        for advantage, text, color, style in SIGNS
+    ]
+    handles.append(plt.Line2D([], [], color="0.75", linewidth=1.0, label=f"{reference.label}, for reference"))
+    handles.append(plt.Line2D([], [], color="grey", linewidth=0.7, linestyle=":", label="1/c, 1-ε_low, 1+ε_high, c"))
+    legend_ax.legend(handles=handles, loc="center left", fontsize=9, frameon=False,
+                     title=f"ε_low={eps_low:g}, ε_high={eps_high:g}, c={clip_ratio_c:g}")  # fmt: skip
+    for ax in axes[(rows_of_panels - 1) * columns :]:
+        ax.set_xlabel("r = π / π_old")
+        ax.tick_params(labelbottom=True)
+    for ax in axes[::columns]:
+        ax.set_ylabel("π_old × weight on A·∇π")
     fig.suptitle("Gradient weight on ∇π per method (measured through each registered verl loss)")
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: the same bytes on a rerun
     plt.close(fig)
 
 
@@ -164,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need 0 < --r-min < --r-max and --points >= 2")
 
     curves = default_curves(args.beta1, args.beta2, args.dgpo or [(1.0, 2.0), (2.0, 2.0)])
-    ratios = torch.linspace(args.r_min, args.r_max, args.points, dtype=torch.float64)
+    grid = torch.linspace(args.r_min, args.r_max, args.points, dtype=torch.float64).tolist()
+    ratios = torch.tensor([round(r, R_DECIMALS) for r in grid], dtype=torch.float64)  # CSV r is exact
     bounds = dict(eps_low=args.eps_low, eps_high=args.eps_high, clip_ratio_c=args.clip_ratio_c)
     try:
         rows = weight_table(curves, ratios, **bounds)

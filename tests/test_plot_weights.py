@@ -85,3 +85,15 @@ def test_bad_hyper_parameter_is_a_clear_error_not_a_traceback(tmp_path, capsys, 
     assert script.main(["--out-dir", str(tmp_path), "--beta1", "-1", "--points", "3"]) == 2
     assert "actor_rollout_ref.actor.policy_loss.ce_gppo_beta1=-1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_rerun_with_readme_arguments_leaves_the_committed_csv_byte_identical(tmp_path):
+    """``python scripts/plot_weights.py --out-dir figures`` must not dirty the tracked CSV, and the PNG is
+    the same bytes on a rerun (no version or date stamp)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    for out in ("a", "b"):
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_weights.py"), "--out-dir", str(tmp_path / out)],
+                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "a" / "weights.csv").read_bytes() == (ROOT / "figures" / "weights.csv").read_bytes()
+    assert (tmp_path / "a" / "weights.png").read_bytes() == (tmp_path / "b" / "weights.png").read_bytes()

@@ -108,3 +108,19 @@ def test_paper_csv_averages_are_the_mean_of_the_six():
 def test_bad_summary_argument_names_the_format(tmp_path):
     result = run_script("--summary", "DGPO=somewhere")
     assert result.returncode == 2 and "METHOD:SIZE=PATH" in result.stderr
+
+
+def test_summary_says_its_unit_and_tables_flag_k_and_carry_a_title():
+    from verl_dgpo.eval.runner import summarize_samples
+    from verl_dgpo.eval.tables import latex, markdown
+
+    records = {0: [{"data_source": "aime24", "score": s, "tokens": 1, "finish_reason": "stop"} for s in (1.0, 0.0)]}
+    summary = {**summarize_samples(records, 2), "k": 2}
+    assert "percent" in summary["unit"]
+    assert summary["benchmarks"]["AIME24"]["avg@2"] == 50.0  # 1 of 2 correct, in percent
+    ours = {("DGPO", "1.5B"): summary}
+    md, tex = markdown(ours, {}, title="TOY SCALE"), latex(ours, {}, title="TOY SCALE")
+    assert md.splitlines()[0] == "**TOY SCALE**"
+    assert "Avg@32 (ours at k=2)" in md
+    assert tex.count("\\caption{TOY SCALE DeepSeek-R1-Distill-Qwen-1.5B") == 2
+    assert "Pass@32 (ours at k=2)" in tex

@@ -3,9 +3,10 @@
 It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas), checks on
 the driver, before Ray starts, that verl is a supported release (:mod:`verl_dgpo.version`), that the
 plugin is registered, that every DGPO key is valid and that the run can start (:mod:`verl_dgpo.preflight`:
-verl's config checks, GPUs, rollout engine, data files, model), and then runs verl's own PPO trainer,
-with a time limit on Ray's start-up (:mod:`verl_dgpo.ray_start`). It names
-``verl_dgpo.registry`` in ``VERL_USE_EXTERNAL_MODULES`` before verl is imported, so the driver and every
+verl's config checks, GPUs, rollout engine, data files, model), and then runs verl's own PPO trainer
+(built by a subclass of verl's TaskRunner whose validation also logs the paper's Avg@k and unbiased
+Pass@k, ``verl_dgpo/task_runners.py``; verl itself is not modified), with a time limit on Ray's
+start-up (:mod:`verl_dgpo.ray_start`). It names ``verl_dgpo.registry`` in ``VERL_USE_EXTERNAL_MODULES`` before verl is imported, so the driver and every
 Ray worker load the plugin on every release (0.7.1 and 0.8.0 have no entry-point loading). Hydra's
 flags work as usual, e.g. ``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
 """
@@ -150,19 +151,17 @@ def use_grpo_session_handling(config: DictConfig) -> None:
 
 
 def task_runner_class(config: DictConfig):
-    """verl's TaskRunner for the configured trainer version (v1 by default, v0 with trainer.use_v1=false).
+    """The TaskRunner for the configured trainer (v1 by default, v0 with ``trainer.use_v1=false``).
 
-    None on verl < 0.9, which has one trainer and no ``trainer.use_v1``: ``run_ppo`` then picks its own.
+    verl's own runner, subclassed so that every validation also logs the paper's Avg@k and unbiased
+    Pass@k per benchmark (``verl_dgpo/task_runners.py``); verl itself is not modified. None on verl < 0.9,
+    which has one trainer and no ``trainer.use_v1``: ``run_ppo`` then picks its own.
     """
     if "use_v1" not in config.trainer:
         return None
-    if config.trainer.use_v1:
-        from verl.trainer.main_ppo import TaskRunnerV1
+    from verl_dgpo import task_runners
 
-        return TaskRunnerV1
-    from verl.trainer.main_ppo_v0 import TaskRunner
-
-    return TaskRunner
+    return task_runners.TaskRunnerV1 if config.trainer.use_v1 else task_runners.TaskRunnerV0
 
 
 def run(config: DictConfig) -> None:
@@ -178,11 +177,10 @@ def run(config: DictConfig) -> None:
     from verl_dgpo.run_identity import guard
 
     guard(config)  # this run's checkpoint folder: same run only, resume from the latest complete checkpoint
-    runner = None
     if local_cpu:
         from verl_dgpo.local import activate
 
-        runner = activate(config)  # starts Ray itself, within local_cpu.ray_start_timeout_s
+        activate(config)  # starts Ray itself, within local_cpu.ray_start_timeout_s; verl's v0 trainer
     # Imported only now: importing verl's main_ppo probes the accelerator, which logs warnings on a
     # machine without one (before the local preset registers its CPU platform, or before preflight says why).
     import ray
@@ -191,7 +189,7 @@ def run(config: DictConfig) -> None:
 
     auto_set_device(config)
     bounded_ray_start(
-        lambda: run_ppo(config, task_runner_class=runner or task_runner_class(config)),
+        lambda: run_ppo(config, task_runner_class=task_runner_class(config)),
         float(config.get("preflight", {}).get("ray_start_timeout_s", 0)),
         is_started=ray.is_initialized,
         address=ray_cluster_address(config, os.environ),

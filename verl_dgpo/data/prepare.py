@@ -62,8 +62,13 @@ class Prepared:
         self.findings.append(Finding(kind, self.spec.name, message, row, id))
 
 
-def load_records(source: str, config: Optional[str] = None, split: Optional[str] = None) -> list[dict]:
-    """Rows of a local ``.json``/``.jsonl``/``.parquet`` file, or of a Hugging Face dataset id."""
+def load_records(
+    source: str, config: Optional[str] = None, split: Optional[str] = None, name: Optional[str] = None
+) -> list[dict]:
+    """Rows of a local ``.json``/``.jsonl``/``.parquet`` file, or of a Hugging Face dataset id.
+
+    ``name`` (``train``, ``aime24``, ...) only words the error when the Hub cannot be reached.
+    """
     if source.endswith(LOCAL_SUFFIXES) or os.path.exists(source):
         if not os.path.isfile(source):
             raise DataPrepError(f"local data file {source!r} does not exist (or is not a file)")
@@ -88,7 +93,21 @@ def load_records(source: str, config: Optional[str] = None, split: Optional[str]
         import datasets
     except ImportError as err:  # pragma: no cover - datasets ships with verl
         raise DataPrepError(f"{source!r} is not a local file and the 'datasets' package is missing") from err
-    return list(datasets.load_dataset(source, config, split=split or "train"))
+    try:
+        return list(datasets.load_dataset(source, config, split=split or "train"))
+    except Exception as err:  # noqa: BLE001 - offline, unknown id, bad config: one way out for all
+        raise DataPrepError(unreachable_source_message(name or "NAME", source, config, split, err)) from None
+
+
+def unreachable_source_message(name: str, source: str, config, split, err: BaseException) -> str:
+    """One line: which source failed, why (first line of the error), and the two ways out."""
+    reason = (str(err).strip().splitlines() or [""])[0][:200]
+    where = source + (f" (config {config})" if config else "") + f" split={split or 'train'}"
+    return (
+        f"cannot load {name} from the Hugging Face Hub: {where}: {type(err).__name__}: {reason}. "
+        f"Without network, pass a local copy with --source {name}=PATH (.json, .jsonl or .parquet), "
+        f"or download it once where the Hub is reachable and rerun with HF_DATASETS_OFFLINE=1 to use the local cache"
+    )
 
 
 def _first(row: dict, keys: Iterable[str]) -> tuple[Optional[str], Any]:
@@ -266,7 +285,7 @@ def prepare_all(
             change["config"] = None  # the default config belongs to the default source
         spec = dataclasses.replace(specs[name], **change)
         log(f"[prepare] {name}: reading {spec.source}" + (f" ({spec.config})" if spec.config else "") + f" split={spec.split}")
-        records = load_records(spec.source, spec.config, spec.split)
+        records = load_records(spec.source, spec.config, spec.split, name=name)
         if name == "train" and max_train is not None:
             records = records[:max_train]
         results[name] = convert(records, spec, "train" if name == "train" else "test", instruction, fixes, check_keys)

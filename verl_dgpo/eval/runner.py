@@ -31,6 +31,8 @@ from verl_dgpo.reward import compute_score, last_boxed_answer
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
 RUN_CONFIG = "run_config.json"
+#: Written into summary.json: Avg@k and Pass@k there are percentages (training validation logs fractions).
+UNIT = "avg@k and pass@k in percent (0-100); truncated_frac a fraction"
 
 
 class EvalError(ValueError):
@@ -113,7 +115,7 @@ def summarize_samples(records_by_problem: dict[int, list[dict]], k: int) -> dict
         benchmarks[LABELS.get(source, source)] = metrics
     keys = [f"avg@{k}"] + [key for key in next(iter(benchmarks.values())) if key.startswith("pass@")] if benchmarks else []
     average = {key: sum(b[key] for b in benchmarks.values()) / len(benchmarks) for key in keys}
-    return {"benchmarks": benchmarks, "average": average, "average_over": sorted(benchmarks)}
+    return {"unit": UNIT, "benchmarks": benchmarks, "average": average, "average_over": sorted(benchmarks)}
 
 
 def evaluate(

@@ -92,14 +92,19 @@ def _ks(ours: dict, size: str) -> list[int]:
     return sorted({int(v["k"]) for (m, s), v in ours.items() if s == size})
 
 
-def markdown(ours: dict[tuple[str, str], dict], paper: dict) -> str:
-    """All tables as GitHub markdown."""
-    out = []
+def k_note(ours: dict, size: str) -> str:
+    """`` (ours at k=4)`` where our summaries for ``size`` were not sampled at the paper's k=32, else ``""``."""
+    ks = _ks(ours, size)
+    return "" if ks == [32] else f" (ours at k={', '.join(map(str, ks))})"
+
+
+def markdown(ours: dict[tuple[str, str], dict], paper: dict, title: Optional[str] = None) -> str:
+    """All tables as GitHub markdown; ``title`` (e.g. a scale warning) goes first, in bold."""
+    out = [f"**{title}**\n"] if title else []
     for size in sizes_of(ours):
         for metric in METRICS:
             methods, rows = build_table(size, metric, ours, paper)
-            ks = _ks(ours, size)
-            note = "" if ks == [32] else f" (ours at k={', '.join(map(str, ks))})"
+            note = k_note(ours, size)
             out.append(f"### DeepSeek-R1-Distill-Qwen-{size}: {metric}{note}, ours / paper (difference)\n")
             out.append("| Method | " + " | ".join(COLUMNS) + " |")
             out.append("|---|" + "---|" * len(COLUMNS))
@@ -115,14 +120,16 @@ def _latex_escape(text: str) -> str:
     return text.replace("\\", "\\textbackslash{}").replace("%", "\\%").replace("_", "\\_").replace("&", "\\&").replace("#", "\\#")
 
 
-def latex(ours: dict[tuple[str, str], dict], paper: dict) -> str:
-    """All tables as LaTeX ``table`` environments (booktabs)."""
+def latex(ours: dict[tuple[str, str], dict], paper: dict, title: Optional[str] = None) -> str:
+    """All tables as LaTeX ``table`` environments (booktabs); ``title`` starts every caption."""
     out = []
+    lead = f"{_latex_escape(title)} " if title else ""
     for size in sizes_of(ours):
         for metric in METRICS:
             methods, rows = build_table(size, metric, ours, paper)
+            note = _latex_escape(k_note(ours, size))
             out.append("\\begin{table}[t]\n\\centering\\small")
-            out.append(f"\\caption{{DeepSeek-R1-Distill-Qwen-{size}, {metric}: ours / paper (difference).}}")
+            out.append(f"\\caption{{{lead}DeepSeek-R1-Distill-Qwen-{size}, {metric}{note}: ours / paper (difference).}}")
             out.append("\\begin{tabular}{l" + "c" * len(COLUMNS) + "}\n\\toprule")
             out.append("Method & " + " & ".join(COLUMNS) + " \\\\\n\\midrule")
             for method, cells in zip(methods, rows):

@@ -7,7 +7,7 @@ exactly the ground-truth string, else 0.0 (:func:`compute_score`).
 How hard it is for the preset's random-init ~100k-parameter model (measured with GRPO-style updates,
 lr 1e-2, 8 prompts x 8 samples, 2 mini-batches): with a one-symbol alphabet (the preset's ``"7"``) the
 model only has to find and keep the right output, starting near 0.05 (one token in ~20 of its 512-token
-vocabulary) and reaching 1.0 in about 20 steps; with two symbols it must also read the prompt and
+vocabulary) and reaching 1.0 within the preset's 30 steps (the step: docs/measurements.md); with two symbols it must also read the prompt and
 needs 30 to 60+ steps depending on the seed; with all ten digits it stays below 0.4 after 120 steps.
 
 :func:`write_task` writes verl's RL parquet format: ``prompt`` (chat messages), ``data_source``,

@@ -1,0 +1,110 @@
+"""Our entry point's TaskRunners build trainers that log Pass@k, and leave verl itself unmodified."""
+
+import types
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from verl_dgpo import task_runners
+from verl_dgpo.eval.validation import PassAtKValidationMixin
+
+
+def test_v0_runner_runs_verls_code_with_our_trainer_and_verls_module_is_untouched():
+    from verl.trainer import main_ppo_v0
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+    verl_run = main_ppo_v0.TaskRunner.__ray_actor_class__.run
+    ours = task_runners.PassAtKTaskRunnerV0.run
+    assert ours.__code__ is verl_run.__code__  # every step of start-up is verl's own
+    assert ours.__globals__["RayPPOTrainer"] is task_runners.RayPPOTrainerWithPassAtK
+    assert issubclass(task_runners.RayPPOTrainerWithPassAtK, RayPPOTrainer)
+    assert issubclass(task_runners.RayPPOTrainerWithPassAtK, PassAtKValidationMixin)
+    assert main_ppo_v0.RayPPOTrainer is RayPPOTrainer  # verl's module still builds verl's trainer
+    assert verl_run.__globals__["RayPPOTrainer"] is RayPPOTrainer
+
+
+def test_run_with_trainer_rebinds_only_that_name():
+    scope = {"RayPPOTrainer": "verl's", "other": 3}
+    exec("def run(x):\n    return RayPPOTrainer, other, x", scope)
+    rebound = task_runners.run_with_trainer(scope["run"], "ours")
+    assert rebound(1) == ("ours", 3, 1)
+    assert scope["run"](1) == ("verl's", 3, 1)
+
+
+def test_run_with_trainer_refuses_code_that_does_not_build_RayPPOTrainer():
+    def run(self, config):
+        return config
+
+    with pytest.raises(RuntimeError, match="no longer builds its trainer as RayPPOTrainer"):
+        task_runners.run_with_trainer(run, object)
+
+
+def test_v0_trainer_validation_logs_unbiased_pass_at_k():
+    trainer = object.__new__(task_runners.RayPPOTrainerWithPassAtK)  # _val_metrics_update uses no state
+    # one source, two prompts of n=4 samples: c=1 and c=2 correct
+    scores = [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+    uids = ["p"] * 4 + ["q"] * 4
+    metrics = trainer._val_metrics_update(np.array(["s"] * 8, dtype=object), uids, {"reward": scores}, [])
+    # pass@2 = 1 - C(n-c, 2)/C(n, 2): p: 1 - 3/6, q: 1 - 1/6
+    assert metrics["val-core/s/reward/pass@2"] == pytest.approx(((1 - 3 / 6) + (1 - 1 / 6)) / 2)
+    assert metrics["val-core/s/reward/pass@4"] == pytest.approx(1.0)
+    assert metrics["val-core/s/reward/pass@1"] == pytest.approx((1 / 4 + 2 / 4) / 2)
+    assert metrics["val-core/s/reward/avg@4"] == pytest.approx(3 / 8)
+    assert metrics["val-core/s/reward/mean@4"] == pytest.approx(3 / 8)  # verl's own, kept
+
+
+def test_v1_runner_asks_verl_for_the_pass_at_k_mode(monkeypatch):
+    seen = {}
+    base = task_runners.PassAtKTaskRunnerV1.__mro__[1]
+    monkeypatch.setattr(base, "run", lambda self, config: seen.setdefault("mode", config.trainer.v1.trainer_mode))
+    monkeypatch.setattr(task_runners, "register_pass_at_k_trainers", lambda: ["sync_pass_at_k", "colocate_async_pass_at_k"])
+    config = OmegaConf.create({"trainer": {"v1": {"trainer_mode": "colocate_async"}}})
+    task_runners.PassAtKTaskRunnerV1.run(object.__new__(task_runners.PassAtKTaskRunnerV1), config)
+    assert seen["mode"] == "colocate_async_pass_at_k"
+
+
+def test_v1_runner_refuses_a_mode_without_pass_at_k_variant(monkeypatch):
+    monkeypatch.setattr(task_runners, "register_pass_at_k_trainers", lambda: ["sync_pass_at_k"])
+    config = OmegaConf.create({"trainer": {"v1": {"trainer_mode": "mystery"}}})
+    with pytest.raises(RuntimeError, match="trainer.v1.trainer_mode='mystery'"):
+        task_runners.PassAtKTaskRunnerV1.run(object.__new__(task_runners.PassAtKTaskRunnerV1), config)
+
+
+@pytest.mark.parametrize("use_v1, expected", [(True, "TaskRunnerV1"), (False, "TaskRunnerV0")])
+def test_entry_point_picks_our_runner(use_v1, expected):
+    from verl_dgpo.main import task_runner_class
+
+    config = OmegaConf.create({"trainer": {"use_v1": use_v1}})
+    assert task_runner_class(config) is getattr(task_runners, expected)
+
+
+def test_importing_the_package_patches_nothing():
+    import subprocess
+    import sys
+
+    code = (
+        "import verl.trainer.main_ppo_v0 as m, verl.trainer.ppo.ray_trainer as r; before = m.RayPPOTrainer;"
+        "import verl_dgpo, verl_dgpo.registry, verl_dgpo.task_runners;"
+        "assert m.RayPPOTrainer is before is r.RayPPOTrainer; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_rebound_run_is_a_plain_function():
+    assert isinstance(task_runners.PassAtKTaskRunnerV0.run, types.FunctionType)
+
+
+def test_ray_constructs_both_runners():
+    """Ray builds the actors (an inherited ``__init__`` with zero-argument super() failed there)."""
+    import ray
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        for runner in (task_runners.TaskRunnerV0, task_runners.TaskRunnerV1):
+            actor = runner.remote()
+            assert ray.get(actor.__ray_ready__.remote(), timeout=120) is True
+            ray.kill(actor)
+    finally:
+        ray.shutdown()
