@@ -6,9 +6,9 @@ plugin is registered, that every DGPO key is valid and that the run can start (:
 verl's config checks, GPUs, rollout engine, data files, model), and then runs verl's own PPO trainer
 (built by a subclass of verl's TaskRunner whose validation also logs the paper's Avg@k and unbiased
 Pass@k, ``verl_dgpo/task_runners.py``; verl itself is not modified), with a time limit on Ray's
-start-up (:mod:`verl_dgpo.ray_start`). It names ``verl_dgpo.registry`` in ``VERL_USE_EXTERNAL_MODULES`` before verl is imported, so the driver and every
-Ray worker load the plugin on every release (0.7.1 and 0.8.0 have no entry-point loading). Hydra's
-flags work as usual, e.g. ``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
+start-up (:mod:`verl_dgpo.ray_start`). It names ``verl_dgpo.registry`` in ``VERL_USE_EXTERNAL_MODULES``
+before verl is imported, so the driver and every Ray worker load the plugin on every release (0.7.1 and
+0.8.0 have no entry-point loading). Hydra's flags work as usual, e.g. ``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
 """
 
 from __future__ import annotations
