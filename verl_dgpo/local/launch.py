@@ -145,15 +145,13 @@ def export_environment(metrics_path: str, threads: int) -> None:
 
 
 def available_memory_gib() -> Optional[float]:
-    """MemAvailable from /proc/meminfo in GiB (None where unknown)."""
+    """Memory available to new processes without swapping (the kernel's MemAvailable), in GiB."""
+    import psutil
+
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / (1024.0 * 1024.0)
-    except OSError:
-        pass
-    return None
+        return psutil.virtual_memory().available / 2.0**30
+    except (OSError, RuntimeError):
+        return None
 
 
 def check_memory(min_free_gib: float, available: Optional[float] = None) -> None:
