@@ -81,6 +81,7 @@ def test_summary_reports_reward_means_wall_and_peak_memory():
     assert "step time median 1.20 s" in text
     assert "wall time 95.0 s" in text
     assert "all 17 processes together: RSS 3.00 GiB, PSS 2.00 GiB" in text
+    assert "checkpoints: c (no complete checkpoint)" in text
 
 
 def test_process_start_time_is_before_now():

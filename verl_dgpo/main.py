@@ -136,6 +136,10 @@ def run(config: DictConfig) -> None:
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
+    from verl_dgpo.local import quiet
+
+    if quiet.enabled(config):
+        quiet.quiet_driver()  # before verl's platform detection and config checks
     config = prepare(config)
     from verl_dgpo.run_identity import guard
 

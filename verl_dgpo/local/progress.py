@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Callable, Optional, TextIO
 
+from verl_dgpo.checkpoints import describe as describe_checkpoints
+
 REWARD_KEY = "critic/score/mean"
 STEP_TIME_KEY = "timing_s/step"
 LN_KEY = "actor/dgpo_ln_frac"
@@ -197,7 +199,7 @@ def summary_lines(
         f"wall time {wall_s:.1f} s (including Ray start-up and shutdown)",
         f"peak memory, all {memory.peak_processes} processes together: RSS {memory.peak_rss_kib / gib:.2f} GiB, "
         f"PSS {memory.peak_pss_kib / gib:.2f} GiB (RSS counts shared libraries once per process)",
-        f"checkpoints: {checkpoint_dir}",
+        f"checkpoints: {checkpoint_dir} ({describe_checkpoints(checkpoint_dir)})",
         f"metrics: {metrics_path}",
     ]
     return lines
