@@ -176,3 +176,9 @@ def test_the_readme_examples_in_order_in_one_folder_never_continue_another_metho
     cfg, step, said = start(tmp_path, "trainer.resume_mode=auto", "trainer.total_training_steps=40")
     assert step == 30 and cfg.trainer.resume_from_path == os.path.join(dgpo_dir, "global_step_30")
     assert run_identity.read_identity(dgpo_dir)["identity"]["algorithm.policy_loss"] == "dgpo"
+
+
+def test_verls_default_auto_resume_without_saves_writes_nothing(tmp_path):
+    cfg, step, said = start(tmp_path, "trainer.resume_mode=auto", "trainer.save_freq=-1")
+    assert step is None and "training from step 1" in said[0]
+    assert not os.path.exists(cfg.trainer.default_local_dir)
