@@ -131,15 +131,15 @@ def task_runner_class(config: DictConfig):
 
 
 def run(config: DictConfig) -> None:
+    from verl_dgpo.local import quiet
+
+    if quiet.enabled(config):
+        quiet.quiet_driver()  # before importing verl's trainer, which detects the platform
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
-    from verl_dgpo.local import quiet
-
-    if quiet.enabled(config):
-        quiet.quiet_driver()  # before verl's platform detection and config checks
     config = prepare(config)
     from verl_dgpo.run_identity import guard
 
