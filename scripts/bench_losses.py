@@ -103,24 +103,30 @@ def time_losses(names, inputs, device, repeats, reduce=min, warmup=2) -> dict[st
     return {name: reduce(values) for name, values in samples.items()}
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _rss_peak_of(run) -> int:
-    """Bytes by which the resident set's high-water mark exceeds the resident set while ``run()`` runs."""
+    """Bytes by which the resident set's high-water mark exceeds the resident set while ``run()`` runs.
+
+    The resident set comes from psutil; its high-water mark is the kernel's ``VmHWM`` (psutil has no
+    peak), which ``clear_refs`` resets to the current resident set."""
+    import psutil
+
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current VmRSS
-    before = _status_kib("VmRSS")
+    process = psutil.Process()
+    before = process.memory_info().rss
     keep = run()
-    peak = _status_kib("VmHWM")
+    peak = _high_water_mark_bytes()
     del keep
-    return (peak - before) * 1024
+    return peak - before
+
+
+def _high_water_mark_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("VmHWM not in /proc/self/status")
 
 
 def _memory_child(name, shape, dtype, conn) -> None:

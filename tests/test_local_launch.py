@@ -126,3 +126,9 @@ def test_seeded_sampling_reaches_the_rollout_config_the_server_reads(value):
 def test_preset_samples_reproducibly_by_default(local_config):
     assert local_config.local_cpu.rollout.seeded_sampling is True
     assert local_config.actor_rollout_ref.rollout.full_determinism is True
+
+
+def test_available_memory_is_the_kernels_memavailable():
+    with open("/proc/meminfo") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    assert abs(launch.available_memory_gib() - kib / 2**20) < 0.25  # other jobs may allocate in between

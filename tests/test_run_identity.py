@@ -153,3 +153,32 @@ def test_the_entry_point_refuses_a_mismatched_resume_before_ray_with_exit_2(tmp_
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("verl-dgpo: error:") and "algorithm.dgpo.n 1 → 2" in lines[0], proc.stderr
     assert "starting Ray" not in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_the_readme_examples_in_order_in_one_folder_never_continue_another_methods_run(tmp_path):
+    """README's set-up examples, each started in the same folder; a run's checkpoints are put where verl would."""
+    # 1. the default run: 30 steps, checkpoints every 10 (verl's max_actor_ckpt_to_keep=2 strips step 10)
+    cfg, step, _ = start(tmp_path)
+    assert step is None
+    dgpo_dir = cfg.trainer.default_local_dir
+    write_step(dgpo_dir, 10, actor=False)
+    write_step(dgpo_dir, 20)
+    write_step(dgpo_dir, 30)
+    # 2. trainer.total_training_steps=3: the same run started over (the last step is saved)
+    cfg, step, said = start(tmp_path, "trainer.total_training_steps=3")
+    assert step is None and "same run" in said[0]
+    write_step(dgpo_dir, 3)
+    # 3. algorithm.policy_loss=grpo: its own folder, nothing of DGPO's touched
+    cfg, step, _ = start(tmp_path, "algorithm.policy_loss=grpo")
+    assert step is None and cfg.trainer.default_local_dir != dgpo_dir
+    write_step(cfg.trainer.default_local_dir, 3)
+    # 4. trainer.resume_mode=auto trainer.total_training_steps=40: continues DGPO from its latest complete step
+    cfg, step, said = start(tmp_path, "trainer.resume_mode=auto", "trainer.total_training_steps=40")
+    assert step == 30 and cfg.trainer.resume_from_path == os.path.join(dgpo_dir, "global_step_30")
+    assert run_identity.read_identity(dgpo_dir)["identity"]["algorithm.policy_loss"] == "dgpo"
+
+
+def test_verls_default_auto_resume_without_saves_writes_nothing(tmp_path):
+    cfg, step, said = start(tmp_path, "trainer.resume_mode=auto", "trainer.save_freq=-1")
+    assert step is None and "training from step 1" in said[0]
+    assert not os.path.exists(cfg.trainer.default_local_dir)

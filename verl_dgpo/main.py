@@ -168,7 +168,10 @@ def run(config: DictConfig) -> None:
     local_cpu = config.get("local_cpu", {}).get("enabled", False)
     if local_cpu:
         check_cpu_main_job()  # before verl's trainer modules are imported: one line on 0.7.1/0.8.0
+    from verl_dgpo.local import quiet
 
+    if quiet.enabled(config):
+        quiet.quiet_driver()  # before importing verl's trainer, which detects the platform
     from verl_dgpo.preflight import ray_cluster_address
 
     config = prepare(config)

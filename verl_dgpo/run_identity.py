@@ -243,7 +243,8 @@ def guard(config: DictConfig, say=print) -> Optional[int]:
         if recorded and diffs:
             earlier = recorded.get("earlier", []) + [recorded.get("identity", {})]
 
-    write_identity(target, current, earlier)
+    if saves or resume is not None:
+        write_identity(target, current, earlier)
     if resume is None:
         if mode == "auto":
             say(f"verl-dgpo: no complete checkpoint in {target}; training from step 1")

@@ -131,9 +131,13 @@ def apply_rollout_options(config: DictConfig) -> None:
 # --- environment ----------------------------------------------------------------------------------
 
 
-def export_environment(metrics_path: str, threads: int) -> None:
+def export_environment(metrics_path: str, threads: int, quiet: bool = True) -> None:
     """Environment variables every Ray process of the run inherits (Ray workers copy the driver's)."""
     add_external_module(BOOT_MODULE)
+    if quiet:
+        from verl_dgpo.local.quiet import quiet_workers
+
+        quiet_workers()
     os.environ["VERL_PLATFORM"] = "cpu"
     os.environ["VERL_FILE_LOGGER_PATH"] = metrics_path
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -145,15 +149,13 @@ def export_environment(metrics_path: str, threads: int) -> None:
 
 
 def available_memory_gib() -> Optional[float]:
-    """MemAvailable from /proc/meminfo in GiB (None where unknown)."""
+    """Memory available to new processes without swapping (the kernel's MemAvailable), in GiB."""
+    import psutil
+
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / (1024.0 * 1024.0)
-    except OSError:
-        pass
-    return None
+        return psutil.virtual_memory().available / 2.0**30
+    except (OSError, RuntimeError):
+        return None
 
 
 def check_memory(min_free_gib: float, available: Optional[float] = None) -> None:
@@ -282,7 +284,7 @@ def activate(config: DictConfig):
     logs = os.path.join(output_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     metrics_path = os.path.join(logs, time.strftime("metrics-%Y%m%d-%H%M%S") + f"-{os.getpid()}.jsonl")
-    export_environment(metrics_path, threads=int(lc.threads_per_process))
+    export_environment(metrics_path, threads=int(lc.threads_per_process), quiet=bool(lc.get("quiet", True)))
 
     import importlib
 

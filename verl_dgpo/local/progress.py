@@ -3,8 +3,8 @@
 verl's trainer runs in a Ray actor and writes each step's metrics through its ``file`` logger (one JSON
 object per line, ``{"step": N, "data": {...}}``). On the driver, :class:`ProgressPrinter` follows that
 file and prints a short line per step; :class:`MemorySampler` samples the resident memory of the
-driver's whole process tree (Ray's GCS, raylet and every worker are its descendants) so the summary can
-report the peak of all processes together.
+driver's whole process tree (Ray's GCS, raylet and every worker are its descendants; read with psutil)
+so the summary can report the peak of all processes together.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 from typing import Callable, Optional, TextIO
+
+from verl_dgpo.checkpoints import describe as describe_checkpoints
 
 REWARD_KEY = "critic/score/mean"
 STEP_TIME_KEY = "timing_s/step"
@@ -104,49 +106,33 @@ class ProgressPrinter:
         self._poll()
 
 
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
 def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants (from /proc)."""
-    children = _children_map()
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
+    """``root`` and all its living descendants."""
+    import psutil
 
-
-def _kib_field(path: str, field: bytes) -> int:
     try:
-        with open(path, "rb") as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+        parent = psutil.Process(root)
+        return [root] + [child.pid for child in parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def tree_memory_kib(root: int) -> tuple[int, int, int]:
-    """(sum of RSS, sum of PSS, process count) over ``root``'s process tree, in KiB."""
-    pids = process_tree(root)
-    rss = sum(_kib_field(f"/proc/{pid}/status", b"VmRSS:") for pid in pids)
-    pss = sum(_kib_field(f"/proc/{pid}/smaps_rollup", b"Pss:") for pid in pids)
-    return rss, pss, len(pids)
+    """(sum of RSS, sum of PSS, process count) over ``root``'s process tree, in KiB (psutil).
+
+    A process that exits, or whose memory map may not be read, while it is sampled counts zero."""
+    import psutil
+
+    rss = pss = count = 0
+    for pid in process_tree(root):
+        try:
+            info = psutil.Process(pid).memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        rss += info.rss // 1024
+        pss += getattr(info, "pss", 0) // 1024
+        count += 1
+    return rss, pss, count
 
 
 class MemorySampler:
@@ -181,15 +167,9 @@ class MemorySampler:
 
 def process_start_time() -> float:
     """Wall-clock time (epoch seconds) at which this process started."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            stat = f.read()
-        start_ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return time.time() - uptime + start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return time.time()
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def mean(values: list[float]) -> Optional[float]:
@@ -219,7 +199,7 @@ def summary_lines(
         f"wall time {wall_s:.1f} s (including Ray start-up and shutdown)",
         f"peak memory, all {memory.peak_processes} processes together: RSS {memory.peak_rss_kib / gib:.2f} GiB, "
         f"PSS {memory.peak_pss_kib / gib:.2f} GiB (RSS counts shared libraries once per process)",
-        f"checkpoints: {checkpoint_dir}",
+        f"checkpoints: {checkpoint_dir} ({describe_checkpoints(checkpoint_dir)})",
         f"metrics: {metrics_path}",
     ]
     return lines
