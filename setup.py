@@ -55,6 +55,8 @@ setup(
         "pyarrow",
         "tqdm",
         "matplotlib",
+        # process tree and memory of the local CPU preset (verl_dgpo/local/progress.py, launch.py)
+        "psutil",
     ],
     extras_require={
         # GPU inference back-end as verl pins it (vllm, and for 0.9.1 also torch and transformers), so it

@@ -80,7 +80,10 @@ def short_dgpo_run_and_its_resume(root):
     # what the checks of the first run read, taken before the resumed run writes into the same folder
     first["rollout_dump_files"] = sorted(os.listdir(dump))
     first["targets"] = {s: dumped_targets(out, s) for s in (1, 2, 3)}
-    _, steps, stdout = train(out, *TASK, "trainer.total_training_steps=5", "trainer.save_freq=5", "trainer.resume_mode=auto", rollouts)
+    _, steps, stdout = train(
+        out, *TASK, "trainer.total_training_steps=5", "trainer.save_freq=5", "trainer.resume_mode=auto", rollouts,
+        "actor_rollout_ref.actor.use_kl_loss=true", "actor_rollout_ref.actor.kl_loss_coef=0.001",  # same run
+    )
     return first, {"out": out, "steps": steps, "stdout": stdout}
 
 
@@ -128,7 +131,7 @@ def test_dgpo_run_reaches_the_ln_or_hp_region(dgpo_run):
 @pytest.mark.slow
 def test_dgpo_run_changes_the_actor_weights(dgpo_run):
     initial = load_safetensors(os.path.join(dgpo_run["out"], "assets", "model"))
-    trained = load_safetensors(os.path.join(dgpo_run["out"], "checkpoints", "global_step_3", "actor", "huggingface"))
+    trained = load_safetensors(os.path.join(dgpo_run["out"], "checkpoints", "dgpo", "global_step_3", "actor", "huggingface"))
     assert set(trained) <= set(initial) and len(trained) >= 20
     changed = [k for k in trained if not torch.equal(trained[k].float(), initial[k].float())]
     assert len(changed) >= len(trained) // 2
@@ -141,7 +144,7 @@ def test_rollout_engine_holds_the_actors_weights_after_each_sync(dgpo_run):
     initial = load_safetensors(os.path.join(dgpo_run["out"], "assets", "model"))
     before = torch.load(os.path.join(dump, "rollout_step0.pt"))
     assert all(torch.equal(before[k], initial[k].float()) for k in initial)
-    trained = load_safetensors(os.path.join(dgpo_run["out"], "checkpoints", "global_step_3", "actor", "huggingface"))
+    trained = load_safetensors(os.path.join(dgpo_run["out"], "checkpoints", "dgpo", "global_step_3", "actor", "huggingface"))
     after = torch.load(os.path.join(dump, "rollout_step3.pt"))
     for name, tensor in trained.items():
         assert torch.equal(after[name].to(tensor.dtype), tensor), name
@@ -183,7 +186,7 @@ def test_resume_continues_at_the_next_step_and_dataloader_position(dgpo_run, res
     assert dgpo_run["targets"] == expected_targets_per_step(out, (1, 2, 3))
     assert sorted(resumed_run["steps"]) == [4, 5]
     assert {s: dumped_targets(out, s) for s in (4, 5)} == expected_targets_per_step(out, (4, 5))
-    state = torch.load(os.path.join(out, "checkpoints", "global_step_5", "data.pt"), weights_only=False)
+    state = torch.load(os.path.join(out, "checkpoints", "dgpo", "global_step_5", "data.pt"), weights_only=False)
     assert state["_num_yielded"] == 5
     assert "[dgpo-local] step 4/5" in resumed_run["stdout"]
 

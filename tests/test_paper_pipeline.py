@@ -120,5 +120,5 @@ def test_validation_logs_pass_at_k_equal_to_the_estimator_on_the_dumped_samples(
 
 def test_both_trainings_validated_and_saved_hf_weights(pipeline):
     for method in ("dgpo", "grpo"):
-        assert glob.glob(str(pipeline / "runs" / method / "checkpoints" / "global_step_*" / "actor" / "huggingface" / "model.safetensors"))
+        assert glob.glob(str(pipeline / "runs" / method / "checkpoints" / method / "global_step_*" / "actor" / "huggingface" / "model.safetensors"))
         assert (pipeline / "eval" / method / "summary.json").exists()
