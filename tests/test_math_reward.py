@@ -60,6 +60,7 @@ def test_verdicts_in_spawned_worker_process(runner):
         assert pool.submit(runner, CASES).result(timeout=300) == EXPECTED
 
 
+@pytest.mark.slow  # starts a Ray cluster (about 13 s)
 def test_verdicts_in_ray_actor_like_verl_reward_loop():
     ray = pytest.importorskip("ray")
     from omegaconf import OmegaConf

@@ -96,6 +96,7 @@ def test_rebound_run_is_a_plain_function():
     assert isinstance(task_runners.PassAtKTaskRunnerV0.run, types.FunctionType)
 
 
+@pytest.mark.slow  # starts a Ray cluster (about 13 s)
 def test_ray_constructs_both_runners():
     """Ray builds the actors (an inherited ``__init__`` with zero-argument super() failed there)."""
     import ray
