@@ -81,6 +81,7 @@ def compose(overrides):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    import verl_dgpo.registry  # noqa: F401  (main() loads it before hydra; verl < 0.9 loads no entry points)
     from verl_dgpo.main import CONFIG_DIR  # also registers the config's resolvers
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):

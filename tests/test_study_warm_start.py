@@ -97,7 +97,7 @@ def test_committed_long_warm_start_accuracy_remeasured_with_hf_generate():
     assert spec.target_accuracy - 0.05 <= accuracy <= spec.max_accuracy + 0.05, accuracy
 
 
-@pytest.mark.slow
+@pytest.mark.rebuild
 def test_long_warm_start_regenerates_bit_exactly(tmp_path):
     """A clone without the weights would retrain them: the retrained bytes must be the committed ones."""
     import shutil
