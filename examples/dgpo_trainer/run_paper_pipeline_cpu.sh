@@ -72,7 +72,7 @@ train() {  # train METHOD: the local preset on the prepared math data, validatin
 evaluate() {  # evaluate METHOD: its final checkpoint's Hugging Face weights on the six benchmarks
     local method=$1
     local model
-    model=$(ls -d "$OUT/runs/$method/checkpoints/$method"/global_step_*/actor/huggingface | sort -V | tail -n 1)
+    model=$(printf "%s\n" "$OUT/runs/$method/checkpoints/$method"/global_step_*/actor/huggingface | sort -V | tail -n 1)
     step "3/4 evaluate $model -> $OUT/eval/$method"
     python -m verl_dgpo.eval --model "$model" --data "$OUT/data/benchmarks.parquet" --backend hf \
         --k "$VAL_N" --temperature 1.0 --max-new-tokens 16 --chunk-size 16 --no-progress --overwrite \
