@@ -93,18 +93,20 @@ def test_missing_sessions_count_as_failures_like_verl_v1():
     assert ours[f"val-core/aime24/acc/avg@{n}"] == pytest.approx(verl["aime24"]["acc"][f"mean@{n}"])
 
 
-def test_v1_trainer_registration_adds_names_only():
+def test_v1_pass_at_k_trainer_replaces_only_the_configured_mode_in_this_process():
     pytest.importorskip("transfer_queue")
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
 
-    from verl_dgpo.eval.validation import PassAtKValidationMixin, register_pass_at_k_trainers
+    from verl_dgpo.eval.validation import PassAtKValidationMixin, use_pass_at_k_trainer
 
     before = dict(TRAINER_REGISTRY)
     try:
-        names = register_pass_at_k_trainers()
-        assert "sync_pass_at_k" in names
-        assert issubclass(TRAINER_REGISTRY["sync_pass_at_k"], PassAtKValidationMixin)
-        assert all(TRAINER_REGISTRY[k] is v for k, v in before.items())
+        use_pass_at_k_trainer("sync")
+        use_pass_at_k_trainer("sync")  # idempotent: wrapped once
+        wrapped = TRAINER_REGISTRY["sync"]
+        assert issubclass(wrapped, PassAtKValidationMixin) and wrapped.__mro__[2] is before["sync"]
+        assert set(TRAINER_REGISTRY) == set(before)  # no new names: the mode keeps its own
+        assert all(TRAINER_REGISTRY[k] is v for k, v in before.items() if k != "sync")
     finally:
         TRAINER_REGISTRY.clear()
         TRAINER_REGISTRY.update(before)

@@ -54,21 +54,51 @@ def test_v0_trainer_validation_logs_unbiased_pass_at_k():
     assert metrics["val-core/s/reward/mean@4"] == pytest.approx(3 / 8)  # verl's own, kept
 
 
-def test_v1_runner_asks_verl_for_the_pass_at_k_mode(monkeypatch):
+@pytest.fixture
+def v1_registry():
+    """verl's v1 trainer registry, restored after the test."""
+    pytest.importorskip("transfer_queue")
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+
+    before = dict(TRAINER_REGISTRY)
+    yield TRAINER_REGISTRY
+    TRAINER_REGISTRY.clear()
+    TRAINER_REGISTRY.update(before)
+
+
+@pytest.mark.parametrize("mode", ["sync", "colocate_async"])
+def test_v1_runner_keeps_the_mode_name_and_verl_builds_the_pass_at_k_subclass(monkeypatch, v1_registry, mode):
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    verl_cls = v1_registry[mode]
     seen = {}
+
+    def verl_run(self, config):  # what verl's TaskRunnerV1.run does first: look the class up by the mode
+        seen["mode"] = config.trainer.v1.trainer_mode
+        seen["cls"] = get_trainer_cls(config.trainer.v1.trainer_mode)
+
     base = task_runners.PassAtKTaskRunnerV1.__mro__[1]
-    monkeypatch.setattr(base, "run", lambda self, config: seen.setdefault("mode", config.trainer.v1.trainer_mode))
-    monkeypatch.setattr(task_runners, "register_pass_at_k_trainers", lambda: ["sync_pass_at_k", "colocate_async_pass_at_k"])
-    config = OmegaConf.create({"trainer": {"v1": {"trainer_mode": "colocate_async"}}})
+    monkeypatch.setattr(base, "run", verl_run)
+    config = OmegaConf.create({"trainer": {"v1": {"trainer_mode": mode}}})
     task_runners.PassAtKTaskRunnerV1.run(object.__new__(task_runners.PassAtKTaskRunnerV1), config)
-    assert seen["mode"] == "colocate_async_pass_at_k"
+    # verl's trainer branches on the literal mode (e.g. `trainer_mode == "sync"`): it must not be renamed
+    assert seen["mode"] == mode
+    assert issubclass(seen["cls"], PassAtKValidationMixin) and issubclass(seen["cls"], verl_cls)
+    assert seen["cls"].__mro__[2] is verl_cls  # verl's own class, unmodified, right behind the mixin
+    others = {k: v for k, v in v1_registry.items() if k != mode}
+    assert all(not issubclass(v, PassAtKValidationMixin) for v in others.values())
 
 
-def test_v1_runner_refuses_a_mode_without_pass_at_k_variant(monkeypatch):
-    monkeypatch.setattr(task_runners, "register_pass_at_k_trainers", lambda: ["sync_pass_at_k"])
+def test_v1_runner_leaves_an_unknown_mode_to_verls_error(monkeypatch, v1_registry):
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    before = dict(v1_registry)
+    base = task_runners.PassAtKTaskRunnerV1.__mro__[1]
+    monkeypatch.setattr(base, "run", lambda self, config: get_trainer_cls(config.trainer.v1.trainer_mode))
     config = OmegaConf.create({"trainer": {"v1": {"trainer_mode": "mystery"}}})
-    with pytest.raises(RuntimeError, match="trainer.v1.trainer_mode='mystery'"):
+    with pytest.raises(Exception, match="mystery"):
         task_runners.PassAtKTaskRunnerV1.run(object.__new__(task_runners.PassAtKTaskRunnerV1), config)
+    assert dict(v1_registry) == before
 
 
 @pytest.mark.parametrize("use_v1, expected", [(True, "TaskRunnerV1"), (False, "TaskRunnerV0")])

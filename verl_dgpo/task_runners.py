@@ -6,8 +6,9 @@ actor that only our entry point starts, and each builds a subclass of verl's tra
 :class:`verl_dgpo.eval.validation.PassAtKValidationMixin` in front.
 
 * v1 trainer (``trainer.use_v1=true``, verl's default): verl picks the trainer class by name from its
-  registry (``trainer.v1.trainer_mode``). The runner registers ``<mode>_pass_at_k`` next to verl's modes and
-  asks for it, then runs verl's own ``run``.
+  registry (``trainer.v1.trainer_mode``). In its own actor process, the runner makes that name give the
+  Pass@k subclass of verl's class, keeping the name (verl's trainer branches on it), then runs verl's own
+  ``run``.
 * v0 trainer (``trainer.use_v1=false``, the local CPU preset): verl's ``TaskRunner.run`` constructs
   ``RayPPOTrainer`` by its module-level name, with no hook. The runner runs verl's own ``run`` code with
   that one name bound to :class:`RayPPOTrainerWithPassAtK` (a new function object over verl's code; verl's
@@ -20,11 +21,7 @@ import types
 
 import ray
 
-from verl_dgpo.eval.validation import PassAtKValidationMixin, register_pass_at_k_trainers
-
-#: The v1 trainer modes we register carry this suffix (``sync`` -> ``sync_pass_at_k``).
-PASS_AT_K_SUFFIX = "_pass_at_k"
-
+from verl_dgpo.eval.validation import PassAtKValidationMixin, use_pass_at_k_trainer
 
 def _v0_module():
     """The module of verl's v0 ``TaskRunner`` and ``RayPPOTrainer`` (``main_ppo_v0`` from verl 0.9)."""
@@ -79,11 +76,6 @@ class PassAtKTaskRunnerV0(_VerlTaskRunnerV0):
     run = run_with_trainer(_VerlTaskRunnerV0.run, RayPPOTrainerWithPassAtK)
 
 
-def pass_at_k_mode(mode: str) -> str:
-    """The registered name of the Pass@k variant of v1 trainer mode ``mode``."""
-    return mode if mode.endswith(PASS_AT_K_SUFFIX) else mode + PASS_AT_K_SUFFIX
-
-
 def _verl_task_runner_v1():
     try:
         from verl.trainer.main_ppo import TaskRunnerV1
@@ -93,20 +85,13 @@ def _verl_task_runner_v1():
 
 
 class PassAtKTaskRunnerV1(_verl_task_runner_v1()):
-    """verl's v1 TaskRunner, training with the Pass@k variant of the configured ``trainer.v1.trainer_mode``."""
+    """verl's v1 TaskRunner, training with the Pass@k subclass of the configured ``trainer.v1.trainer_mode``."""
 
     def __init__(self):
         super(PassAtKTaskRunnerV1, self).__init__()  # explicit, as in PassAtKTaskRunnerV0
 
     def run(self, config):
-        registered = register_pass_at_k_trainers()  # in this actor's process: verl's registry is per process
-        mode = pass_at_k_mode(config.trainer.v1.trainer_mode)
-        if mode not in registered:
-            raise RuntimeError(
-                f"trainer.v1.trainer_mode={config.trainer.v1.trainer_mode!r} has no Pass@k variant; "
-                f"registered: {sorted(registered)}"
-            )
-        config.trainer.v1.trainer_mode = mode
+        use_pass_at_k_trainer(config.trainer.v1.trainer_mode)  # this actor's process: verl's registry is per process
         return super().run(config)
 
 

@@ -73,23 +73,17 @@ def with_pass_at_k(trainer_cls: type) -> type:
     return type(trainer_cls.__name__ + "WithPassAtK", (PassAtKValidationMixin, trainer_cls), {})
 
 
-def register_pass_at_k_trainers() -> list[str]:
-    """Register ``<mode>_pass_at_k`` for each of verl's v1 trainer modes (``sync``, ``colocate_async``, ...).
+def use_pass_at_k_trainer(mode: str) -> None:
+    """In this process, make verl's v1 trainer registry give :func:`with_pass_at_k` of mode ``mode``'s class.
 
-    Only adds names to verl's trainer registry (``trainer.v1.trainer_mode=sync_pass_at_k`` selects one);
-    verl's own trainers are untouched. Returns the names registered; none when verl's v1 trainer cannot be
-    imported (it needs the ``transfer_queue`` package).
+    The mode's name stays what the user configured: verl's v1 trainer branches on it (``trainer_mode ==
+    "sync"`` picks the synchronous replay buffer, parameter-sync schedule and refill rules), so a renamed
+    mode would silently run another training schedule. Called only inside the TaskRunner actor that our
+    entry point starts (:mod:`verl_dgpo.task_runners`); verl's classes are not modified, and an unknown mode
+    is left to verl's own ``get_trainer_cls`` error, which lists the registered modes.
     """
-    try:
-        from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
-    except ImportError:
-        return []
-    names = []
-    for mode, cls in list(TRAINER_REGISTRY.items()):
-        if mode.endswith("_pass_at_k"):
-            continue
-        name = f"{mode}_pass_at_k"
-        if name not in TRAINER_REGISTRY:
-            register_trainer(name)(with_pass_at_k(cls))
-        names.append(name)
-    return names
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+
+    cls = TRAINER_REGISTRY.get(mode)
+    if cls is not None and not issubclass(cls, PassAtKValidationMixin):
+        TRAINER_REGISTRY[mode] = with_pass_at_k(cls)
