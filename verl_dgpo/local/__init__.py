@@ -19,7 +19,7 @@ from __future__ import annotations
 
 
 def activate(config):
-    """Set up and start a local CPU run on the driver; return the TaskRunner class for verl's ``run_ppo``.
+    """Set up and start a local CPU run on the driver (``verl_dgpo.main`` then picks the v0 TaskRunner).
 
     A problem that stops the run (unsupported setting, Ray cannot start, memory short) is printed as one
     clear message and the process exits with status 3.
@@ -30,7 +30,7 @@ def activate(config):
     from verl_dgpo.local.launch import activate as _activate
 
     try:
-        return _activate(config)
+        _activate(config)
     except LocalRunError as err:
         print(f"verl-dgpo local run: error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(3) from None

@@ -269,7 +269,7 @@ SESSION: Optional[_Session] = None
 
 
 def activate(config: DictConfig):
-    """Prepare and start a local CPU run (see the module docstring); return verl's v0 ``TaskRunner``."""
+    """Prepare and start a local CPU run (see the module docstring); the entry point then runs its v0 TaskRunner."""
     global SESSION
     from verl_dgpo.local.progress import at_exit, process_start_time
 
@@ -295,9 +295,5 @@ def activate(config: DictConfig):
     SESSION = _Session(config, metrics_path, started)
     at_exit(SESSION.finish)
     print(f"{PREFIX}Ray started in {time.time() - started:.1f} s since launch; training", flush=True)
-
-    from verl.trainer.main_ppo_v0 import TaskRunner
-
-    return TaskRunner
 
 
