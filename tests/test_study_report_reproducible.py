@@ -38,6 +38,7 @@ def test_report_only_reproduces_committed_report(tmp_path, study):
                  for p in ["report.md"] + [os.path.relpath(f, os.path.join(ROOT, study))
                                            for f in glob.glob(os.path.join(ROOT, study, "figures", "*.png"))]}
     assert len(committed) == 6  # the report and its five figures
+    assert b"(complete)." in committed["report.md"], "the committed report is of a partial study"
     for name in committed:
         os.remove(copy / name)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -190,7 +190,7 @@ def test_seeds_that_never_reach_the_threshold_count_as_the_budget():
 # --- report ------------------------------------------------------------------------------------------
 
 
-def _write_run(out, method, seed, rewards, entropies, times, ratio_max):
+def _write_run(out, method, seed, rewards, entropies, times, ratio_max, wall_s=100.0):
     rows = []
     for i, (r, e, t) in enumerate(zip(rewards, entropies, times)):
         row = {c: 0.0 for c in runs.CSV_COLUMNS}
@@ -198,6 +198,9 @@ def _write_run(out, method, seed, rewards, entropies, times, ratio_max):
         rows.append(row)
     os.makedirs(runs.run_dir(out, method, seed))
     runs.write_csv(runs.csv_path(out, method, seed), rows)
+    if wall_s is not None:  # a finished run's record, written last
+        with open(os.path.join(runs.run_dir(out, method, seed), runs.RUN_RECORD), "w") as f:
+            json.dump({"identity": {}, "returncode": 0, "wall_s": wall_s}, f)
 
 
 def test_report_statistics_from_csvs(tmp_path):
@@ -229,6 +232,28 @@ def test_report_statistics_from_csvs(tmp_path):
         assert open(os.path.join(out, "figures", f"{stem}.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     steps, mean, low, high = report.curves(report.load_runs(out, ["grpo"], [0, 1]), "reward")["grpo"]
     assert steps == [1, 2, 3, 4] and mean[1] == pytest.approx(0.4) and low[2] == 0.4 and high[2] == 0.9
+
+
+def test_report_names_missing_unfinished_and_short_runs_and_sums_wall_time(tmp_path):
+    out = str(tmp_path)
+    flat = ([0.5] * 4, [0.3] * 4, [1.0] * 4, [1.2] * 4)
+    _write_run(out, "grpo", 0, *flat, wall_s=100.0)
+    _write_run(out, "grpo", 1, *flat, wall_s=260.0)
+    _write_run(out, "dgpo", 0, *[v[:3] for v in flat], wall_s=90.0)  # stopped after 3 of 4 steps
+    _write_run(out, "dgpo", 1, *flat, wall_s=None)  # CSV written, run.json not yet: unfinished
+    text = open(report.write_report(out, ["grpo", "dgpo"], [0, 1], report.ReportSettings(final_window=1),
+                                    steps=4)).read()
+    assert "Runs: 3/4 of the study's 2 methods x 2 seeds." in text
+    assert "missing: dgpo seed 1." in text  # the unfinished run is not in the statistics
+    assert "fewer than 4 steps**: dgpo seed 0 (3 steps)" in text
+    # hand: 100 + 260 + 90 = 450 s = 0.125 h; median of (90, 100, 260) = 100
+    assert "450 s = 0.12 h in all; per run min 90 s, median 100 s, max 260 s" in text
+    assert next(l for l in text.splitlines() if l.startswith("| dgpo |")).split("|")[2].strip() == "1"
+    complete = str(tmp_path / "complete")
+    for seed in (0, 1):
+        _write_run(complete, "grpo", seed, *flat)
+    text = open(report.write_report(complete, ["grpo"], [0, 1], report.ReportSettings(final_window=1), steps=4)).read()
+    assert "Runs: 2/2 of the study's 1 methods x 2 seeds (complete)." in text and "Partial" not in text
 
 
 def _claims_runs(entropy_gap, reward_gap, soft_ratio):

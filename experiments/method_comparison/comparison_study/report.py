@@ -19,13 +19,14 @@ same CSVs give the same bytes.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
 from dataclasses import dataclass
 from typing import Optional
 
-from comparison_study.runs import REFERENCE_METHOD, csv_path, read_csv
+from comparison_study.runs import REFERENCE_METHOD, RUN_RECORD, csv_path, read_csv, run_dir
 from comparison_study.stats import PairedDifference, first_step_reaching, paired_difference, steps_to_threshold
 
 HARD_CLIP = "grpo"
@@ -54,14 +55,49 @@ class ReportSettings:
 
 
 def load_runs(out_dir: str, methods, seeds) -> dict[str, dict[int, list[dict]]]:
-    """``{method: {seed: rows}}`` for every run whose CSV exists (missing runs are left out)."""
+    """``{method: {seed: rows}}`` for every finished run: its CSV and, written last, its ``run.json`` exist
+    (missing and unfinished runs are left out, and :func:`completeness` names them)."""
     runs: dict[str, dict[int, list[dict]]] = {}
     for method in methods:
         for seed in seeds:
             path = csv_path(out_dir, method, seed)
-            if os.path.exists(path):
+            if os.path.exists(path) and os.path.exists(os.path.join(run_dir(out_dir, method, seed), RUN_RECORD)):
                 runs.setdefault(method, {})[seed] = read_csv(path)
     return runs
+
+
+def run_wall_times(out_dir: str, methods, seeds) -> dict[tuple[str, int], float]:
+    """``{(method, seed): wall_s}`` from each finished run's ``run.json`` (runs without one are left out)."""
+    out = {}
+    for method in methods:
+        for seed in seeds:
+            path = os.path.join(run_dir(out_dir, method, seed), RUN_RECORD)
+            if os.path.exists(path):
+                with open(path) as f:
+                    out[(method, seed)] = float(json.load(f)["wall_s"])
+    return out
+
+
+def completeness(runs, wall_times: dict, methods, seeds, steps: int) -> str:
+    """Which runs of the study matrix the report holds, and the wall time they took (from ``run.json``)."""
+    expected = [(m, s) for s in seeds for m in methods]
+    missing = [f"{m} seed {s}" for m, s in expected if s not in runs.get(m, {})]
+    short = [f"{m} seed {s} ({len(rows)} steps)" for m, s in expected
+             if s in runs.get(m, {}) and len(rows := runs[m][s]) != steps]
+    lines = [f"Runs: {len(expected) - len(missing)}/{len(expected)} of the study's {len(methods)} methods x "
+             f"{len(seeds)} seeds" + (" (complete)." if not missing and not short else ".")]
+    if missing:
+        lines.append(f"**Partial study** — missing: {', '.join(missing)}.")
+    if short:
+        lines.append(f"**Runs with fewer than {steps} steps**: {', '.join(short)}.")
+    if wall_times:
+        walls = sorted(wall_times.values())
+        total = sum(walls)
+        lines.append(
+            f"Wall time of the runs (each run's `wall_s` in its run.json, one run at a time on the machine that made "
+            f"them): {total:.0f} s = {total / 3600:.2f} h in all; per run min {walls[0]:.0f} s, median "
+            f"{statistics.median(walls):.0f} s, max {walls[-1]:.0f} s.")
+    return "\n".join(lines)
 
 
 def _finite(values):
@@ -319,6 +355,7 @@ def write_report(out_dir: str, methods, seeds, settings: ReportSettings, steps: 
     diffs = paired_differences(runs, settings)
     parts = [
         header.rstrip(),
+        completeness(runs, run_wall_times(out_dir, methods, seeds), methods, seeds, steps),
         "## Per method\n\n" + summary_table(runs, settings, steps),
         legend(settings, steps),
         f"## Paired differences against {REFERENCE_METHOD} (per seed)\n\n" + paired_table(diffs),
