@@ -8,13 +8,13 @@ import textwrap
 
 import pytest
 import torch
-from tensordict import TensorDict
 from verl.trainer.ppo import core_algos
-from verl.utils import tensordict_utils as tu
 from verl.workers.utils.losses import ppo_loss
 
 import verl_dgpo
 from verl_dgpo import registry
+
+from release.engine_layout import engine_batch
 
 VERL_CONFIG_DIR = os.path.join(os.path.dirname(core_algos.__file__), "..", "config")
 
@@ -109,33 +109,10 @@ def padded_batch(prompt_len, response_lengths, response_width, seed):
     g = torch.Generator().manual_seed(seed)
     bsz = len(response_lengths)
     response_mask = torch.tensor([[t < n for t in range(response_width)] for n in response_lengths])
-    attention_mask = torch.cat([torch.ones(bsz, prompt_len, dtype=torch.long), response_mask.long()], dim=1)
     old = torch.randn(bsz, response_width, generator=g, dtype=torch.float64) - 2.0
     log_ratio = (torch.rand(bsz, response_width, generator=g, dtype=torch.float64) - 0.5) * 2.0
     adv = torch.randn(bsz, response_width, generator=g, dtype=torch.float64)
-    # flat log-probs for prompt+response tokens of each sequence, in the engine's left-shifted layout
-    flat, positions = [], []
-    offset = 0
-    for i, n in enumerate(response_lengths):
-        seq = torch.zeros(prompt_len + n, dtype=torch.float64)
-        seq[prompt_len - 1 : prompt_len - 1 + n] = (old + log_ratio)[i, :n]
-        positions.append([offset + prompt_len - 1 + t for t in range(n)])
-        flat.append(seq)
-        offset += prompt_len + n
-    data = TensorDict(
-        {
-            "prompts": torch.ones(bsz, prompt_len, dtype=torch.long),
-            "responses": torch.ones(bsz, response_width, dtype=torch.long),
-            "attention_mask": attention_mask,
-            "response_mask": response_mask,
-            "old_log_probs": old,
-            "advantages": adv,
-        },
-        batch_size=[bsz],
-    )
-    num_tokens = int(response_mask.sum())
-    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=num_tokens, global_batch_size=bsz)
-    flat_log_probs = torch.cat(flat).requires_grad_(True)
+    data, flat_log_probs, positions = engine_batch(prompt_len, response_mask, old, log_ratio, adv)
     return data, flat_log_probs, positions, log_ratio, adv, response_mask
 
 

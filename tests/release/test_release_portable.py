@@ -201,33 +201,14 @@ def test_dp_actor_update_policy_gives_the_closed_form_gradient():
 @pytest.mark.skipif(uses_legacy_actor(), reason="0.7.1 trains through dp_actor (test above)")
 def test_engine_ppo_loss_gives_the_closed_form_gradient():
     """``verl.workers.utils.losses.ppo_loss``, as the engine workers call it (flat log-probs, padded data)."""
-    from tensordict import TensorDict
-    from verl.utils import tensordict_utils as tu
     from verl.workers.utils.losses import ppo_loss
 
-    prompt_len, lengths, width = 3, [4, 2, 5], 5
+    from engine_layout import engine_batch
+
+    lengths, width = [4, 2, 5], 5
     mask, old, log_ratio, adv = random_batch(lengths, width, seed=2)
     bsz = len(lengths)
-    flat, positions, offset = [], [], 0
-    for i, n in enumerate(lengths):  # the engine's left-shifted layout: token t's log-prob at prompt_len-1+t
-        seq = torch.zeros(prompt_len + n, dtype=torch.float64)
-        seq[prompt_len - 1 : prompt_len - 1 + n] = (old + log_ratio)[i, :n]
-        positions.append([offset + prompt_len - 1 + t for t in range(n)])
-        flat.append(seq)
-        offset += prompt_len + n
-    data = TensorDict(
-        {
-            "prompts": torch.ones(bsz, prompt_len, dtype=torch.long),
-            "responses": torch.ones(bsz, width, dtype=torch.long),
-            "attention_mask": torch.cat([torch.ones(bsz, prompt_len, dtype=torch.long), mask.long()], dim=1),
-            "response_mask": mask,
-            "old_log_probs": old,
-            "advantages": adv,
-        },
-        batch_size=[bsz],
-    )
-    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=bsz)
-    flat_log_probs = torch.cat(flat).requires_grad_(True)
+    data, flat_log_probs, positions = engine_batch(3, mask, old, log_ratio, adv)
 
     config = verl_actor_config(mini_batch_size=bsz, micro_batch_size=bsz)
     loss, metrics = ppo_loss(config, {"log_probs": flat_log_probs}, data)
