@@ -234,6 +234,18 @@ def test_report_statistics_from_csvs(tmp_path):
     assert steps == [1, 2, 3, 4] and mean[1] == pytest.approx(0.4) and low[2] == 0.4 and high[2] == 0.9
 
 
+def test_curves_smooth_each_seed_over_the_trailing_window_before_the_seed_band(tmp_path):
+    nan = math.nan
+    assert report.trailing([1.0, 3.0, nan, 5.0], 2) == [1.0, 2.0, 3.0, 5.0]
+    assert report.trailing([1.0, 3.0, nan, 5.0], 2, "max") == [1.0, 3.0, 3.0, 5.0]
+    assert report.trailing([2.0, 4.0, 9.0], 1) == [2.0, 4.0, 9.0]
+    runs_ = {"grpo": {0: [{"step": i + 1, "reward": v} for i, v in enumerate([0.0, 1.0, 1.0])],
+                      1: [{"step": i + 1, "reward": v} for i, v in enumerate([1.0, 0.0, 0.0])]}}
+    steps, mean, low, high = report.curves(runs_, "reward", window=2)["grpo"]
+    # hand: seed 0 smoothed (0, 0.5, 1), seed 1 (1, 0.5, 0): means (0.5, 0.5, 0.5), bands [0,1], [0.5,0.5], [0,1]
+    assert steps == [1, 2, 3] and mean == [0.5, 0.5, 0.5] and low == [0.0, 0.5, 0.0] and high == [1.0, 0.5, 1.0]
+
+
 def test_report_names_missing_unfinished_and_short_runs_and_sums_wall_time(tmp_path):
     out = str(tmp_path)
     flat = ([0.5] * 4, [0.3] * 4, [1.0] * 4, [1.2] * 4)

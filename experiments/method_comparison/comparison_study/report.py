@@ -12,8 +12,9 @@ Statistics (each is defined in the report's legend too):
   mean reward and final entropy, with the 95% t-interval over seeds (:mod:`comparison_study.stats`);
 - the paper's three claims, each marked by the rule written next to it in the report.
 
-Figures: per step, the mean over seeds (line) and the band from the seeds' min to max, one PNG per column
-of :data:`FIGURES`, rendered with matplotlib's Agg backend and without time or version metadata, so the
+Figures: one PNG per column of :data:`FIGURES`, one panel per method; each seed's curve smoothed over the
+trailing ``threshold_window`` steps, then per step the mean over seeds (line) and the band from the seeds'
+min to max, the reference method's mean dashed in the other panels; rendered with matplotlib's Agg backend and without time or version metadata, so the
 same CSVs give the same bytes.
 """
 
@@ -33,13 +34,14 @@ HARD_CLIP = "grpo"
 SOFT_CLIPS = ("cispo", "gppo", "ce_gppo")
 DGPO = "dgpo"
 
-#: CSV column -> (figure file stem, panel title).
+#: CSV column -> (figure file stem, title, how a seed's curve is smoothed over the trailing window).
+#: The max ratio keeps the window's largest value, so a spike stays visible at its height.
 FIGURES = {
-    "reward": ("reward", "reward (batch mean)"),
-    "entropy": ("entropy", "token entropy"),
-    "ratio_max": ("ratio_max", "max ratio π/π_old over the step's updates (log scale)"),
-    "grad_norm": ("grad_norm", "gradient norm"),
-    "out_frac": ("out_frac", "out-of-trust-region fraction of tokens"),
+    "reward": ("reward", "reward (batch mean)", "mean"),
+    "entropy": ("entropy", "token entropy", "mean"),
+    "ratio_max": ("ratio_max", "max ratio π/π_old over the step's updates (log scale)", "max"),
+    "grad_norm": ("grad_norm", "gradient norm", "mean"),
+    "out_frac": ("out_frac", "out-of-trust-region fraction of tokens", "mean"),
 }
 FIGURE_DIR = "figures"
 PNG_METADATA = {"Software": None}
@@ -303,14 +305,37 @@ def legend(settings: ReportSettings, budget: int, reference: str = REFERENCE_MET
     ])
 
 
-def curves(runs, column: str):
-    """Per method: (steps, mean over seeds, min over seeds, max over seeds) of ``column``, nan-aware."""
+def curves_legend(settings: ReportSettings, reference: str = REFERENCE_METHOD) -> str:
+    return (f"One panel per method. Each seed's per-step values are first smoothed over the trailing "
+            f"{settings.threshold_window} steps (the window of 'steps to threshold'; for the max ratio the window's "
+            f"largest value, for the others its mean); the line is the mean of the smoothed curves over seeds, the "
+            f"band their min..max over seeds, and the dashed line {reference}'s mean, for reference.")
+
+
+def trailing(values: list[float], window: int, how: str = "mean") -> list[float]:
+    """Per position i, the mean (or max) of the finite values among ``values[max(0, i-window+1) : i+1]``."""
+    reduce = statistics.fmean if how == "mean" else max
+    out = []
+    for i in range(len(values)):
+        part = _finite(values[max(0, i - window + 1) : i + 1])
+        out.append(reduce(part) if part else math.nan)
+    return out
+
+
+def curves(runs, column: str, window: int = 1, how: str = "mean"):
+    """Per method: (steps, mean over seeds, min over seeds, max over seeds) of ``column``, nan-aware; each
+    seed's curve is first smoothed by :func:`trailing` over ``window`` steps."""
     out = {}
     for method, by_seed in runs.items():
         steps = sorted({r["step"] for rows in by_seed.values() for r in rows})
+        smoothed = []
+        for rows in by_seed.values():
+            by_step = {r["step"]: r[column] for r in rows}
+            values = trailing([by_step.get(step, math.nan) for step in steps], window, how)
+            smoothed.append({step: v for step, v in zip(steps, values) if step in by_step})
         means, lows, highs = [], [], []
         for step in steps:
-            values = _finite([r[column] for rows in by_seed.values() for r in rows if r["step"] == step])
+            values = _finite([seed[step] for seed in smoothed if step in seed])
             means.append(statistics.fmean(values) if values else math.nan)
             lows.append(min(values) if values else math.nan)
             highs.append(max(values) if values else math.nan)
@@ -318,26 +343,41 @@ def curves(runs, column: str):
     return out
 
 
-def plot(runs, out_dir: str) -> list[str]:
-    """One PNG per :data:`FIGURES` entry under ``out_dir/figures``; returns their paths."""
+def plot(runs, out_dir: str, window: int = 1, reference: str = REFERENCE_METHOD) -> list[str]:
+    """One PNG per :data:`FIGURES` entry under ``out_dir/figures``, one panel per method with the
+    ``reference`` method's mean as a dashed line in the others; returns the paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     os.makedirs(os.path.join(out_dir, FIGURE_DIR), exist_ok=True)
+    methods = list(runs)
+    cols = min(4, len(methods))
+    rows_ = math.ceil(len(methods) / cols)
     paths = []
-    for column, (stem, title) in FIGURES.items():
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for method, (steps, mean, low, high) in curves(runs, column).items():
-            (line,) = ax.plot(steps, mean, label=f"{method} (n={len(runs[method])})", lw=1.4)
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, lw=0)
-        if column == "ratio_max":
-            ax.set_yscale("log")
-        ax.set_xlabel("training step")
-        ax.set_title(f"{title}; mean over seeds, band = min..max", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    for column, (stem, title, how) in FIGURES.items():
+        data = curves(runs, column, window, how)
+        fig, axes = plt.subplots(rows_, cols, figsize=(3.2 * cols, 2.6 * rows_ + 0.6), sharex=True, sharey=True,
+                                 squeeze=False)
+        for ax, method in zip(axes.flat, methods):
+            steps, mean, low, high = data[method]
+            if method != reference and reference in data:
+                ax.plot(data[reference][0], data[reference][1], color="0.45", ls="--", lw=1.0, label=f"{reference} mean")
+            ax.plot(steps, mean, color="C0", lw=1.3, label="mean over seeds")
+            ax.fill_between(steps, low, high, color="C0", alpha=0.25, lw=0, label="min..max over seeds")
+            ax.set_title(f"{method} (n={len(runs[method])})", fontsize=9)
+            ax.grid(alpha=0.3)
+            if column == "ratio_max":
+                ax.set_yscale("log")
+        for ax in list(axes.flat)[len(methods):]:
+            ax.axis("off")
+        for ax in axes[-1]:
+            ax.set_xlabel("training step", fontsize=8)
+        handles, labels = axes.flat[min(1, len(methods) - 1)].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower right", fontsize=8, frameon=False)
+        smoothing = f"; each seed's trailing {how} over {window} steps" if window > 1 else ""
+        fig.suptitle(f"{title}{smoothing}", fontsize=10)
         fig.tight_layout()
         path = os.path.join(out_dir, FIGURE_DIR, f"{stem}.png")
         fig.savefig(path, dpi=100, metadata=PNG_METADATA)
@@ -351,7 +391,7 @@ def write_report(out_dir: str, methods, seeds, settings: ReportSettings, steps: 
     runs = load_runs(out_dir, methods, seeds)
     if not runs:
         raise FileNotFoundError(f"no run CSV under {out_dir}/runs for methods {list(methods)} and seeds {list(seeds)}")
-    plot(runs, out_dir)
+    plot(runs, out_dir, settings.threshold_window)
     diffs = paired_differences(runs, settings)
     parts = [
         header.rstrip(),
@@ -360,7 +400,8 @@ def write_report(out_dir: str, methods, seeds, settings: ReportSettings, steps: 
         legend(settings, steps),
         f"## Paired differences against {REFERENCE_METHOD} (per seed)\n\n" + paired_table(diffs),
         "## The paper's claims\n\n" + claims_table(claims(runs, settings, steps, diffs)),
-        "## Curves\n\n" + "\n".join(f"![{title}]({FIGURE_DIR}/{stem}.png)" for stem, title in FIGURES.values()),
+        "## Curves\n\n" + curves_legend(settings) + "\n\n"
+        + "\n".join(f"![{title}]({FIGURE_DIR}/{stem}.png)" for stem, title, _ in FIGURES.values()),
         "## Trust-region regions (means over steps and seeds; LN: A<0, r<1-ε_low; HP: A>0, r>1+ε_high; "
         "LP: A>0, r<1-ε_low; HN: A<0, r>1+ε_high)\n\n" + diagnostics_table(runs),
     ]
