@@ -14,8 +14,8 @@ Statistics (each is defined in the report's legend too):
 
 Figures: one PNG per column of :data:`FIGURES`, one panel per method; each seed's curve smoothed over the
 trailing ``threshold_window`` steps, then per step the mean over seeds (line) and the band from the seeds'
-min to max, the reference method's mean dashed in the other panels; rendered with matplotlib's Agg backend and without time or version metadata, so the
-same CSVs give the same bytes.
+min to max, the reference method's mean dashed in the other panels; rendered with matplotlib's Agg backend
+and without time or version metadata, so the same CSVs give the same bytes.
 """
 
 from __future__ import annotations
@@ -68,15 +68,13 @@ def load_runs(out_dir: str, methods, seeds) -> dict[str, dict[int, list[dict]]]:
     return runs
 
 
-def run_wall_times(out_dir: str, methods, seeds) -> dict[tuple[str, int], float]:
-    """``{(method, seed): wall_s}`` from each finished run's ``run.json`` (runs without one are left out)."""
+def run_wall_times(out_dir: str, runs) -> dict[tuple[str, int], float]:
+    """``{(method, seed): wall_s}`` from the ``run.json`` of each run that :func:`load_runs` holds."""
     out = {}
-    for method in methods:
-        for seed in seeds:
-            path = os.path.join(run_dir(out_dir, method, seed), RUN_RECORD)
-            if os.path.exists(path):
-                with open(path) as f:
-                    out[(method, seed)] = float(json.load(f)["wall_s"])
+    for method, by_seed in runs.items():
+        for seed in by_seed:
+            with open(os.path.join(run_dir(out_dir, method, seed), RUN_RECORD)) as f:
+                out[(method, seed)] = float(json.load(f)["wall_s"])
     return out
 
 
@@ -395,7 +393,7 @@ def write_report(out_dir: str, methods, seeds, settings: ReportSettings, steps: 
     diffs = paired_differences(runs, settings)
     parts = [
         header.rstrip(),
-        completeness(runs, run_wall_times(out_dir, methods, seeds), methods, seeds, steps),
+        completeness(runs, run_wall_times(out_dir, runs), methods, seeds, steps),
         "## Per method\n\n" + summary_table(runs, settings, steps),
         legend(settings, steps),
         f"## Paired differences against {REFERENCE_METHOD} (per seed)\n\n" + paired_table(diffs),
