@@ -28,7 +28,7 @@ from verl_dgpo.preflight import (
     preflight,
 )
 from verl_dgpo.ray_start import RayStartTimeout, bounded_ray_start
-from verl_dgpo.validation import DGPOConfigError
+from verl_dgpo.hyperparameters import DGPOConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICRO = "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"

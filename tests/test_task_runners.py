@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from verl_dgpo import task_runners
-from verl_dgpo.eval.validation import PassAtKValidationMixin
+from verl_dgpo.eval.validation_metrics import PassAtKValidationMixin
 
 
 def test_v0_runner_runs_verls_code_with_our_trainer_and_verls_module_is_untouched():

@@ -27,7 +27,7 @@ from verl_dgpo.methods import UnknownMethodError, verl_loss_mode
 from verl_dgpo.preflight import PreflightError, preflight
 from verl_dgpo.ray_start import RayStartTimeout, bounded_ray_start
 from verl_dgpo.run_identity import RunIdentityError
-from verl_dgpo.validation import DGPOConfigError
+from verl_dgpo.hyperparameters import DGPOConfigError
 from verl_dgpo.version import VerlVersionError, check_cpu_main_job, check_verl_version
 
 OmegaConf.register_new_resolver("dgpo_loss_mode", verl_loss_mode, replace=True)
@@ -104,7 +104,7 @@ def prepare(config: DictConfig) -> DictConfig:
 
         from verl.utils.config import omega_conf_to_dataclass
 
-        from verl_dgpo.validation import dual_clip_ratio, trust_region
+        from verl_dgpo.hyperparameters import dual_clip_ratio, trust_region
 
         actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # runs DGPOPolicyLossConfig's checks
         trust_region(actor)

@@ -17,8 +17,9 @@ from verl.trainer.ppo.core_algos import agg_loss
 
 from verl_dgpo.advantages import group_normalized_advantage
 from verl_dgpo.baseline_losses import aspo_token_loss, ce_gppo_token_loss, gppo_token_loss
+from verl_dgpo.loss_metrics import region_metrics
 from verl_dgpo.losses import TokenLoss, dgpo_token_loss
-from verl_dgpo.validation import ce_gppo_betas, dgpo_exponents, dual_clip_ratio, trust_region
+from verl_dgpo.hyperparameters import ce_gppo_betas, dgpo_exponents, dual_clip_ratio, trust_region
 
 #: name -> function, for everything this module registers (``check_installed`` verifies each).
 REGISTERED_POLICY_LOSSES: dict[str, Callable] = {}
@@ -87,31 +88,6 @@ def aggregate(loss_mat: torch.Tensor, response_mask: torch.Tensor, loss_agg_mode
         if info.get(key) is not None:
             info[key] = _at_least_one(info[key])
     return agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode, **info)
-
-
-def region_metrics(out: TokenLoss, response_mask: torch.Tensor, method: str = "dgpo") -> dict[str, float]:
-    """Fractions of response tokens per region, the gradient weight's mean and max, and ``ppo_kl``.
-
-    Keys ``actor/{method}_{ln,hp,lp,hn}_frac`` and ``actor/{method}_weight_{mean,max}``, plus verl's own
-    ``actor/ppo_kl``, ``actor/pg_clipfrac`` (LN + HP: the tokens PPO's clip would stop, as in verl's
-    ``vanilla``, so every method has a comparable curve) and, for methods with a dual clip,
-    ``actor/pg_clipfrac_lower`` (the fraction of tokens the dual clip changed).
-    Computed without grad from tensors the loss already has, with a single device-to-host copy.
-    """
-    with torch.no_grad():
-        mask = response_mask.bool()
-        count = torch.count_nonzero(mask).clamp(min=1).to(out.weight.dtype)  # count_nonzero: 3x faster than sum
-        ln, hp, lp, hn = (torch.count_nonzero(region & mask) / count for region in out.regions)
-        masked_weight = torch.where(mask, out.weight, 0.0)
-        weight_max = masked_weight.amax() if masked_weight.numel() else masked_weight.new_zeros(())
-        stats = [ln, hp, lp, hn, ln + hp, masked_weight.sum() / count, weight_max, -out.log_ratio.sum() / count]
-        names = [f"actor/{method}_{key}" for key in ("ln_frac", "hp_frac", "lp_frac", "hn_frac")]
-        names += ["actor/pg_clipfrac", f"actor/{method}_weight_mean", f"actor/{method}_weight_max", "actor/ppo_kl"]
-        if out.dual_clipped is not None:
-            stats.append(torch.count_nonzero(out.dual_clipped & mask) / count)
-            names.append("actor/pg_clipfrac_lower")
-        values = torch.stack(stats).tolist()
-    return dict(zip(names, values))
 
 
 def finish(

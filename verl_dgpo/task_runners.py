@@ -3,7 +3,7 @@
 ``verl_dgpo.main`` hands one of these to verl's ``run_ppo`` (its ``task_runner_class`` argument exists for
 this). Nothing of verl is modified: each runner is a subclass of verl's own, living in the TaskRunner Ray
 actor that only our entry point starts, and each builds a subclass of verl's trainer with
-:class:`verl_dgpo.eval.validation.PassAtKValidationMixin` in front.
+:class:`verl_dgpo.eval.validation_metrics.PassAtKValidationMixin` in front.
 
 * v1 trainer (``trainer.use_v1=true``, verl's default): verl picks the trainer class by name from its
   registry (``trainer.v1.trainer_mode``). In its own actor process, the runner makes that name give the
@@ -21,7 +21,7 @@ import types
 
 import ray
 
-from verl_dgpo.eval.validation import PassAtKValidationMixin, use_pass_at_k_trainer
+from verl_dgpo.eval.validation_metrics import PassAtKValidationMixin, use_pass_at_k_trainer
 
 def _v0_module():
     """The module of verl's v0 ``TaskRunner`` and ``RayPPOTrainer`` (``main_ppo_v0`` from verl 0.9)."""

@@ -1,4 +1,4 @@
-"""Validation of DGPO's (and the baselines') hyper-parameters: pure Python, no verl import.
+"""Range checks of DGPO's (and the baselines') hyper-parameters: pure Python, no verl import.
 
 Kept apart from :mod:`verl_dgpo.config` (which subclasses verl's config) so that the plugin module
 :mod:`verl_dgpo.registry`, which verl imports *during* ``import verl``, never imports verl's config

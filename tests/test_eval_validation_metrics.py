@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from verl_dgpo.eval.runner import summarize_samples
-from verl_dgpo.eval.validation import pass_at_k_val_metrics, with_pass_at_k
+from verl_dgpo.eval.validation_metrics import pass_at_k_val_metrics, with_pass_at_k
 
 
 def make_batch(seed, n, sources=(("aime24", 5), ("math500", 7))):
@@ -97,7 +97,7 @@ def test_v1_pass_at_k_trainer_replaces_only_the_configured_mode_in_this_process(
     pytest.importorskip("transfer_queue")
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
 
-    from verl_dgpo.eval.validation import PassAtKValidationMixin, use_pass_at_k_trainer
+    from verl_dgpo.eval.validation_metrics import PassAtKValidationMixin, use_pass_at_k_trainer
 
     before = dict(TRAINER_REGISTRY)
     try:
