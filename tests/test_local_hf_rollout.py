@@ -135,10 +135,10 @@ def test_multimodal_input_is_refused(tiny):
         asyncio.run(server.generate([1, 2], GREEDY, request_id="r", image_data=["img"]))
 
 
-def seeded_server(model, tok, seed=7, response_length=6):
+def seeded_server(model, tok, seed=7, response_length=6, unique_request_ids=False):
     server = object.__new__(HFRolloutServer)
     server._attach(model, eos_ids={tok.eos_token_id}, pad_id=tok.pad_token_id, response_length=response_length,
-                   seeded_sampling=True, seed=seed)
+                   seeded_sampling=True, seed=seed, unique_request_ids=unique_request_ids)
     return server
 
 
@@ -196,3 +196,41 @@ def test_seeded_sampling_option_is_read_from_the_rollout_engine_kwargs():
     assert hf_option(SimpleNamespace(engine_kwargs={"hf": {"seeded_sampling": True}}), "seeded_sampling") is True
     assert hf_option(SimpleNamespace(engine_kwargs={"vllm": {}}), "seeded_sampling", False) is False
     assert hf_option(SimpleNamespace(), "seeded_sampling", False) is False
+
+
+def test_v1_request_ids_give_each_copy_of_a_prompt_its_own_identity_counted_per_step_and_sampling(tiny):
+    """verl's v1 agent loop under full_determinism names every request det-0: the server numbers the copies
+    of a (prompt, id, sampling parameters) in arrival order, across calls, from 0 again in each step."""
+    model, tok = tiny
+    server = seeded_server(model, tok)
+    a, b = prompt_ids(tok, ["Copy the digits: 5", "Copy the digits: 6"])
+    train, val = (1.0, 1.0, -1, True), (0.0, 1.0, -1, True)
+    assert server.request_identities([a, a, b], ["det-0"] * 3, train) == ["det-0", "det-0#1", "det-0"]
+    assert server.request_identities([a], ["det-0"], train) == ["det-0#2"]
+    assert server.request_identities([a], ["det-0"], val) == ["det-0"]  # other sampling parameters: own count
+    server.global_steps = 1
+    assert server.request_identities([a, a], ["det-0"] * 2, train) == ["det-0", "det-0#1"]
+
+
+def test_v0_request_ids_are_the_identity_when_the_preset_says_they_name_one_sample_each(tiny):
+    model, tok = tiny
+    server = seeded_server(model, tok, unique_request_ids=True)
+    a = prompt_ids(tok, ["Copy the digits: 5"])[0]
+    key = (1.0, 1.0, -1, True)
+    assert server.request_identities([a, a], ["det-3", "det-4"], key) == ["det-3", "det-4"]
+    assert server.request_identities([a], ["det-3"], key) == ["det-3"]  # e.g. validation, then the next step
+    assert server.request_identities([a, a], ["some-uuid", None], key) == [0, 1]  # no deterministic id: counted
+
+
+def test_a_group_sent_with_one_request_id_gets_different_responses_and_a_rerun_the_same(tiny):
+    """The determinism trap end to end in the server: 8 copies of one prompt, all named det-0 (v1)."""
+    model, tok = tiny
+    prompt = prompt_ids(tok, ["Copy the digits: 7"])[0]
+    key = (1.0, 1.0, -1, True)
+    first = [r[0] for r in seeded_server(model, tok)._generate_batch([prompt] * 8, key, ["det-0"] * 8)]
+    again = [r[0] for r in seeded_server(model, tok)._generate_batch([prompt] * 8, key, ["det-0"] * 8)]
+    assert len({tuple(t) for t in first}) > 1
+    assert first == again
+    # what seeding by the id alone samples: one response, eight times
+    trapped = seeded_server(model, tok, unique_request_ids=True)._generate_batch([prompt] * 8, key, ["det-0"] * 8)
+    assert len({tuple(r[0]) for r in trapped}) == 1
