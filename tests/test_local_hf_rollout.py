@@ -143,16 +143,17 @@ def seeded_server(model, tok, seed=7, response_length=6, unique_request_ids=Fals
 
 
 def test_seeded_sampling_gives_each_request_the_response_of_its_own_seed(tiny):
-    """With seeded sampling a request's response is generate_tokens with its request_seed generator alone,
-    whatever else shares the batch, in any arrival order; a fresh server reproduces it."""
+    """With seeded sampling and v0's per-sample request ids a request's response is generate_tokens with its
+    request_seed generator alone, whatever else shares the batch, in any arrival order; a fresh server
+    reproduces it."""
     from verl_dgpo.local.sampling import generate_tokens, per_request_generators
 
     model, tok = tiny
     prompts = prompt_ids(tok, ["Copy the digits: 7", "Copy the digits: 12", "Copy the digits: 7", "x"])
     ids = ["det-0", "det-1", "det-2", "det-3"]
     key = (1.0, 1.0, -1, True)
-    batched = seeded_server(model, tok)._generate_batch(prompts, key, ids)
-    reversed_ = seeded_server(model, tok)._generate_batch(prompts[::-1], key, ids[::-1])[::-1]
+    batched = seeded_server(model, tok, unique_request_ids=True)._generate_batch(prompts, key, ids)
+    reversed_ = seeded_server(model, tok, unique_request_ids=True)._generate_batch(prompts[::-1], key, ids[::-1])[::-1]
     for i, prompt in enumerate(prompts):
         tokens, _ = generate_tokens(model, [prompt], max_new_tokens=6, pad_id=tok.pad_token_id, eos_ids={tok.eos_token_id},
                                     temperature=1.0, generator=per_request_generators(7, 0, [prompt], [ids[i]]))
@@ -169,7 +170,9 @@ def test_seeded_sampling_without_request_ids_numbers_the_copies_of_a_prompt_per_
     assert server.request_identities([prompt, prompt], None) == [0, 1]
     assert server.request_identities([prompt], ["some-uuid"]) == [2]
     server.global_steps = 3  # a new step starts the count again
-    assert server.request_identities([prompt, prompt], ["det-9", None]) == ["det-9", 0]
+    assert server.request_identities([prompt, prompt], ["det-9", None]) == [0, 1]  # v1: ids are ignored
+    server.unique_request_ids = True  # v0: verl's det-<sample index> is the identity
+    assert server.request_identities([prompt, prompt], ["det-9", None]) == ["det-9", 2]
     # split over two calls, the copies get the same responses as in one call
     one = seeded_server(model, tok)._generate_batch([prompt] * 4, key)
     two = seeded_server(model, tok)
@@ -198,18 +201,30 @@ def test_seeded_sampling_option_is_read_from_the_rollout_engine_kwargs():
     assert hf_option(SimpleNamespace(), "seeded_sampling", False) is False
 
 
-def test_v1_request_ids_give_each_copy_of_a_prompt_its_own_identity_counted_per_step_and_sampling(tiny):
-    """verl's v1 agent loop under full_determinism names every request det-0: the server numbers the copies
-    of a (prompt, id, sampling parameters) in arrival order, across calls, from 0 again in each step."""
+def test_v1_request_ids_give_each_copy_of_a_prompt_its_own_seed_and_a_rerun_the_same_seeds(tiny):
+    """verl's v1 agent loop under full_determinism names every request det-0: the 8 x 8 requests of a step
+    (the preset's eight prompts are one text) must draw 64 different seeds, the same 64 on a fresh server,
+    counted per sampling parameters and from 0 again in each step."""
+    from verl_dgpo.local.sampling import request_seed
+
     model, tok = tiny
-    server = seeded_server(model, tok)
-    a, b = prompt_ids(tok, ["Copy the digits: 5", "Copy the digits: 6"])
+    a, b = prompt_ids(tok, ["Copy the digits: 7", "Copy the digits: 6"])
     train, val = (1.0, 1.0, -1, True), (0.0, 1.0, -1, True)
-    assert server.request_identities([a, a, b], ["det-0"] * 3, train) == ["det-0", "det-0#1", "det-0"]
-    assert server.request_identities([a], ["det-0"], train) == ["det-0#2"]
-    assert server.request_identities([a], ["det-0"], val) == ["det-0"]  # other sampling parameters: own count
+
+    def seeds(server, prompts, ids, key=train):
+        return [request_seed(7, int(server.global_steps or 0), p, i)
+                for p, i in zip(prompts, server.request_identities(prompts, ids, key))]
+
+    server = seeded_server(model, tok)
+    first = seeds(server, [a] * 40, ["det-0"] * 40) + seeds(server, [a] * 24, ["det-0"] * 24)  # two arrival batches
+    assert len(set(first)) == 64
+    assert seeds(seeded_server(model, tok), [a] * 64, ["det-0"] * 64) == first
+    assert server.request_identities([a, b], ["det-0"] * 2, train) == [64, 0]
+    assert server.request_identities([a], ["det-0"], val) == [0]  # other sampling parameters: their own count
     server.global_steps = 1
-    assert server.request_identities([a, a], ["det-0"] * 2, train) == ["det-0", "det-0#1"]
+    assert server.request_identities([a, a], ["det-0"] * 2, train) == [0, 1]
+    # the trap: the request id as the identity gives all 64 one seed
+    assert len({request_seed(7, 0, a, "det-0") for _ in range(64)}) == 1
 
 
 def test_v0_request_ids_are_the_identity_when_the_preset_says_they_name_one_sample_each(tiny):

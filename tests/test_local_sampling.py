@@ -13,7 +13,6 @@ from verl_dgpo.local.sampling import (
     per_request_generators,
     request_seed,
     sample_from_logits,
-    sample_identity,
 )
 
 
@@ -88,26 +87,6 @@ def test_request_seed_depends_on_each_of_its_values():
     assert base == request_seed(0, 1, [5, 6], "det-0")
     assert len({base, request_seed(1, 1, (5, 6), "det-0"), request_seed(0, 2, (5, 6), "det-0"),
                 request_seed(0, 1, (6, 5), "det-0"), request_seed(0, 1, (5, 6), "det-1")}) == 5
-
-
-def test_sample_identity_is_the_id_then_the_id_with_its_repeat_count_or_the_count_alone():
-    assert [sample_identity("det-5", 0), sample_identity("det-0", 3), sample_identity(None, 0), sample_identity(None, 4)] == [
-        "det-5", "det-0#3", 0, 4]
-
-
-def test_every_copy_of_a_prompt_under_v1_request_ids_gets_its_own_seed_and_reruns_the_same():
-    """verl's v1 agent loop sends det-0 for all 8 x 8 requests of a step; 8 identical prompts (the preset's
-    one-symbol task) give 64 requests of one prompt, which must draw 64 different seeds, the same ones again
-    for the same inputs. Seeding by the request id alone (the old identity) gives all 64 one seed."""
-    prompt = (3, 9, 4)
-
-    def seeds(seed=0, step=1):
-        return [request_seed(seed, step, prompt, sample_identity("det-0", k)) for k in range(64)]
-
-    assert len(set(seeds())) == 64
-    assert seeds() == seeds()
-    assert len({request_seed(0, 1, prompt, "det-0") for _ in range(64)}) == 1  # the trap
-    assert set(seeds(step=2)).isdisjoint(seeds()) and set(seeds(seed=1)).isdisjoint(seeds())
 
 
 class LastTokenLM(torch.nn.Module):

@@ -18,22 +18,19 @@ it from ``local_cpu.rollout.seeded_sampling``) every request draws from its own 
     sha256(rollout seed + replica rank, training step, prompt token ids, request identity)
 
 (:func:`verl_dgpo.local.sampling.request_seed`), so a request's response depends only on the seed, the
-step, its prompt, the weights and which sample it is, never on how concurrent requests were batched. The
-request identity (:func:`verl_dgpo.local.sampling.sample_identity`) is built from what every request
-carries, under both of verl's trainers:
+step, its prompt, the weights and which sample it is, never on how concurrent requests were batched. Which
+sample it is (the request's identity) comes from what each request carries under each of verl's trainers:
 
 - v0 under ``actor_rollout_ref.rollout.full_determinism=true``: verl's agent-loop manager numbers every
   sample of the batch (``det-<sample index>``), and that id is the identity (the preset says so with
   ``engine_kwargs.hf.unique_request_ids=true``): each sample of the batch gets the same response on a rerun.
-- v1 under ``full_determinism=true``: verl's v1 manager gives no sample a number, so every request of a
-  step arrives as ``det-0``; the identity is ``det-0#<k>``, ``k`` counting the earlier requests of the same
-  prompt, id and sampling parameters in this step. Seeding by the id alone would give every copy of a
-  prompt the same response (a group of identical samples: zero advantage, zero gradient, no error).
-- no deterministic id (``full_determinism=false``: a random id per request): the prompt's occurrence count
-  in the step, in arrival order.
+- v1 (under either setting), and v0 without ``full_determinism``: the identity is the number of earlier
+  requests of the same prompt and sampling parameters in this step, in arrival order. verl's v1 agent loop
+  names every request ``det-0`` under ``full_determinism`` (and a random id otherwise), so its ids tell
+  nothing apart; seeding by them would give every copy of a prompt the same response (a group of
+  identical samples: zero advantage, zero gradient, no error). The ``n`` copies of a prompt are
+  exchangeable, so a rerun samples the same responses for each prompt, up to their order.
 
-With a counter the ``n`` copies of a prompt are exchangeable: the group is reproduced up to the order of
-its samples.
 Without the option the server samples the batch with Hugging Face ``generate`` from torch's global
 stream, which depends on arrival timing. Both follow softmax(logits / T) with top-k, then top-p.
 
@@ -53,7 +50,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
-from verl_dgpo.local.sampling import generate_tokens, per_request_generators, sample_identity
+from verl_dgpo.local.sampling import generate_tokens, per_request_generators
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +141,7 @@ class HFRolloutServer:
         self.unique_request_ids = unique_request_ids
         self.global_steps: Optional[int] = None
         self.weight_syncs = 0
-        self._occurrences: dict = {}  # (prompt, request id, sampling key) -> requests seen in this step
+        self._occurrences: dict = {}  # (prompt, sampling key) -> requests of it seen in this step
         self._pending: list[tuple[tuple, list[int], Any, asyncio.Future]] = []
         self._drainer: Optional[asyncio.Task] = None
         self._model_lock: Optional[asyncio.Lock] = None
@@ -206,25 +203,20 @@ class HFRolloutServer:
                         future.set_result(result)
 
     def request_identities(self, prompts: list[list[int]], request_ids: Optional[list], key: tuple = ()) -> list:
-        """What tells apart the requests of one prompt in this step (:func:`sample_identity`).
-
-        verl's deterministic request id (``det-...``) is the identity when ``unique_request_ids`` says it
-        names one sample (v0); otherwise it is made unique by how often the same prompt, id and sampling
-        parameters ``key`` came before in this step, in arrival order (the count starts again every
-        training step); without a deterministic id, the count alone."""
+        """Which sample of its prompt each request is (see the module docstring): verl's deterministic
+        request id when ``unique_request_ids`` says it names one sample (v0), otherwise the number of
+        earlier requests of the same prompt and sampling parameters ``key`` in this training step."""
         step = int(self.global_steps or 0)
         if self._occurrences.get("__step__") != step:
             self._occurrences = {"__step__": step}
         identities = []
         for prompt, request_id in zip(prompts, request_ids or [None] * len(prompts)):
-            stable = request_id if isinstance(request_id, str) and request_id.startswith(DETERMINISTIC_ID_PREFIX) else None
-            if stable is not None and self.unique_request_ids:
-                identities.append(stable)
+            if self.unique_request_ids and isinstance(request_id, str) and request_id.startswith(DETERMINISTIC_ID_PREFIX):
+                identities.append(request_id)
                 continue
-            counter = (tuple(prompt), stable, key)
-            repeat = self._occurrences.get(counter, 0)
-            self._occurrences[counter] = repeat + 1
-            identities.append(sample_identity(stable, repeat))
+            counter = (tuple(prompt), key)
+            identities.append(self._occurrences.get(counter, 0))
+            self._occurrences[counter] = identities[-1] + 1
         return identities
 
     @torch.no_grad()

@@ -12,8 +12,7 @@ randomness is explicit: each row's token is the first whose cumulative probabili
 
 :func:`generate_tokens` is the autoregressive loop around it (left padding, positions from the attention
 mask, stop at end-of-sequence), and :func:`request_seed` derives a per-request seed from the values that
-identify a request (run seed, training step, prompt tokens, which sample of that prompt:
-:func:`sample_identity`), so that a
+identify a request (run seed, training step, prompt tokens, which sample of that prompt), so that a
 request's response depends on exactly those, not on how concurrent requests were batched.
 
 Pure torch: no verl import.
@@ -22,7 +21,7 @@ Pure torch: no verl import.
 from __future__ import annotations
 
 import hashlib
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 
@@ -33,21 +32,6 @@ def request_seed(seed: int, step: int, prompt: Sequence[int], identity) -> int:
     """A 63-bit seed determined by exactly these four values (``identity``: an int or a request id string)."""
     digest = hashlib.sha256(repr((int(seed), int(step), tuple(int(t) for t in prompt), identity)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def sample_identity(request_id: Optional[str], repeat: int) -> Union[str, int]:
-    """What tells a request apart from the other requests of its prompt in one training step.
-
-    ``request_id`` is the caller's reproducible request id, or None when it has none (a random one);
-    ``repeat`` counts the earlier requests of the same prompt *and* the same ``request_id`` in this step.
-    A request id that is unique per sample (verl's v0 agent loop under ``full_determinism``: ``det-<sample
-    index>``) is the identity itself; a repeated one (verl's v1 agent loop sends ``det-0`` for every sample)
-    gets ``#<repeat>`` appended, so each of its samples still draws from its own seed; without an id the
-    identity is ``repeat``, the prompt's occurrence in arrival order.
-    """
-    if request_id is None:
-        return int(repeat)
-    return request_id if repeat == 0 else f"{request_id}#{int(repeat)}"
 
 
 def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -138,7 +122,6 @@ def per_request_generators(seed: int, step: int, prompts: Sequence[Sequence[int]
 
 __all__ = [
     "request_seed",
-    "sample_identity",
     "inverse_cdf_sample",
     "filtered_probabilities",
     "sample_from_logits",
