@@ -9,7 +9,9 @@ Two real runs, started as a user would, shared by every assertion below (module-
 
 Under ``full_determinism`` verl's v1 agent loop names every request ``det-0``; a rollout server that
 seeded by the request id would sample all 64 responses of a step identically (zero advantage, zero
-gradient, no error). The dumped rollouts show that each group's responses differ, under both settings.
+gradient, no error). The dumped rollouts show that each group's responses differ, under both settings,
+and that the two runs (same seed) sampled the same first-step responses: what verl_dgpo/local/README.md
+states that v1 guarantees. (It states, too, why v1 does not repeat a run bit for bit after that.)
 """
 
 import collections
@@ -137,3 +139,13 @@ def test_the_responses_of_a_group_are_not_all_identical(request, run_name):
     if run_name == "learning":
         later = dumped_groups(run["out"], 2)
         assert min(len(set(g)) for g in later.values()) > 1
+
+
+def test_same_seed_samples_the_same_first_step_responses_with_full_determinism_on_or_off(learning, nondeterministic):
+    """The server ignores v1's request ids, so both runs seeded step 1's 64 requests alike: the same
+    responses (in any order; the eight prompts of the default task are one text)."""
+    def responses(run):
+        return sorted(r for g in dumped_groups(run["out"], 1).values() for r in g)
+
+    assert responses(learning) == responses(nondeterministic)
+    assert training_steps(learning)[1]["critic/score/mean"] == training_steps(nondeterministic)[1]["critic/score/mean"]
