@@ -50,11 +50,12 @@ def train(out_dir, *overrides, timeout=900):
 
 
 def dumped_groups(out_dir, step):
-    """{uid: [response, ...]} of one training step, from verl's rollout dump."""
+    """{prompt uid: [response, ...]} of one training step, from verl's rollout dump (v1 writes each
+    sample's TransferQueue key there, ``<prompt uid>_<session>_<output index>``)."""
     groups = collections.defaultdict(list)
     with open(os.path.join(out_dir, "rollouts", f"{step}.jsonl")) as f:
         for row in map(json.loads, f):
-            groups[row["uid"]].append(row["output"])
+            groups[row["uid"].rsplit("_", 2)[0]].append(row["output"])
     return groups
 
 
