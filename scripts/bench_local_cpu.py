@@ -40,6 +40,7 @@ def main(overrides: list[str]) -> int:
     rewards = [float(r) for r in re.search(r"reward per step: ([\d. ]*)", out).group(1).split()]
     learnt = next((i + 1 for i, r in enumerate(rewards) if r >= LEARNT_REWARD), None)
     print(f"first step with reward >= {LEARNT_REWARD} {learnt if learnt is not None else 'none'} (of {len(rewards)})")
+    print("reward per step         " + " ".join(f"{r:.2f}" for r in rewards))
     return 0
 
 

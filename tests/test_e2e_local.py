@@ -181,6 +181,19 @@ def dumped_targets(out_dir, step, n=8):
 
 
 @pytest.mark.slow
+def test_the_responses_of_a_group_are_not_all_identical(dgpo_run):
+    """verl's rollout dump (v0 under full_determinism, the preset's setting): no prompt of steps 1-3 got
+    8 (or, drawn k times in a step, 8k) identical responses. v0's dump has no uid: grouped by prompt."""
+    for step in (1, 2, 3):
+        groups = collections.defaultdict(list)
+        with open(os.path.join(dgpo_run["out"], "rollouts", f"{step}.jsonl")) as f:
+            for row in map(json.loads, f):
+                groups[row["input"]].append(row["output"])
+        assert sum(map(len, groups.values())) == 64 and all(len(g) % 8 == 0 for g in groups.values())
+        assert min(len(set(g)) for g in groups.values()) > 1, step
+
+
+@pytest.mark.slow
 def test_resume_continues_at_the_next_step_and_dataloader_position(dgpo_run, resumed_run):
     out = dgpo_run["out"]
     assert dgpo_run["targets"] == expected_targets_per_step(out, (1, 2, 3))

@@ -135,24 +135,25 @@ def test_multimodal_input_is_refused(tiny):
         asyncio.run(server.generate([1, 2], GREEDY, request_id="r", image_data=["img"]))
 
 
-def seeded_server(model, tok, seed=7, response_length=6):
+def seeded_server(model, tok, seed=7, response_length=6, unique_request_ids=False):
     server = object.__new__(HFRolloutServer)
     server._attach(model, eos_ids={tok.eos_token_id}, pad_id=tok.pad_token_id, response_length=response_length,
-                   seeded_sampling=True, seed=seed)
+                   seeded_sampling=True, seed=seed, unique_request_ids=unique_request_ids)
     return server
 
 
 def test_seeded_sampling_gives_each_request_the_response_of_its_own_seed(tiny):
-    """With seeded sampling a request's response is generate_tokens with its request_seed generator alone,
-    whatever else shares the batch, in any arrival order; a fresh server reproduces it."""
+    """With seeded sampling and v0's per-sample request ids a request's response is generate_tokens with its
+    request_seed generator alone, whatever else shares the batch, in any arrival order; a fresh server
+    reproduces it."""
     from verl_dgpo.local.sampling import generate_tokens, per_request_generators
 
     model, tok = tiny
     prompts = prompt_ids(tok, ["Copy the digits: 7", "Copy the digits: 12", "Copy the digits: 7", "x"])
     ids = ["det-0", "det-1", "det-2", "det-3"]
     key = (1.0, 1.0, -1, True)
-    batched = seeded_server(model, tok)._generate_batch(prompts, key, ids)
-    reversed_ = seeded_server(model, tok)._generate_batch(prompts[::-1], key, ids[::-1])[::-1]
+    batched = seeded_server(model, tok, unique_request_ids=True)._generate_batch(prompts, key, ids)
+    reversed_ = seeded_server(model, tok, unique_request_ids=True)._generate_batch(prompts[::-1], key, ids[::-1])[::-1]
     for i, prompt in enumerate(prompts):
         tokens, _ = generate_tokens(model, [prompt], max_new_tokens=6, pad_id=tok.pad_token_id, eos_ids={tok.eos_token_id},
                                     temperature=1.0, generator=per_request_generators(7, 0, [prompt], [ids[i]]))
@@ -169,7 +170,9 @@ def test_seeded_sampling_without_request_ids_numbers_the_copies_of_a_prompt_per_
     assert server.request_identities([prompt, prompt], None) == [0, 1]
     assert server.request_identities([prompt], ["some-uuid"]) == [2]
     server.global_steps = 3  # a new step starts the count again
-    assert server.request_identities([prompt, prompt], ["det-9", None]) == ["det-9", 0]
+    assert server.request_identities([prompt, prompt], ["det-9", None]) == [0, 1]  # v1: ids are ignored
+    server.unique_request_ids = True  # v0: verl's det-<sample index> is the identity
+    assert server.request_identities([prompt, prompt], ["det-9", None]) == ["det-9", 2]
     # split over two calls, the copies get the same responses as in one call
     one = seeded_server(model, tok)._generate_batch([prompt] * 4, key)
     two = seeded_server(model, tok)
@@ -196,3 +199,53 @@ def test_seeded_sampling_option_is_read_from_the_rollout_engine_kwargs():
     assert hf_option(SimpleNamespace(engine_kwargs={"hf": {"seeded_sampling": True}}), "seeded_sampling") is True
     assert hf_option(SimpleNamespace(engine_kwargs={"vllm": {}}), "seeded_sampling", False) is False
     assert hf_option(SimpleNamespace(), "seeded_sampling", False) is False
+
+
+def test_v1_request_ids_give_each_copy_of_a_prompt_its_own_seed_and_a_rerun_the_same_seeds(tiny):
+    """verl's v1 agent loop under full_determinism names every request det-0: the 8 x 8 requests of a step
+    (the preset's eight prompts are one text) must draw 64 different seeds, the same 64 on a fresh server,
+    counted per sampling parameters and from 0 again in each step."""
+    from verl_dgpo.local.sampling import request_seed
+
+    model, tok = tiny
+    a, b = prompt_ids(tok, ["Copy the digits: 7", "Copy the digits: 6"])
+    train, val = (1.0, 1.0, -1, True), (0.0, 1.0, -1, True)
+
+    def seeds(server, prompts, ids, key=train):
+        return [request_seed(7, int(server.global_steps or 0), p, i)
+                for p, i in zip(prompts, server.request_identities(prompts, ids, key))]
+
+    server = seeded_server(model, tok)
+    first = seeds(server, [a] * 40, ["det-0"] * 40) + seeds(server, [a] * 24, ["det-0"] * 24)  # two arrival batches
+    assert len(set(first)) == 64
+    assert seeds(seeded_server(model, tok), [a] * 64, ["det-0"] * 64) == first
+    assert server.request_identities([a, b], ["det-0"] * 2, train) == [64, 0]
+    assert server.request_identities([a], ["det-0"], val) == [0]  # other sampling parameters: their own count
+    server.global_steps = 1
+    assert server.request_identities([a, a], ["det-0"] * 2, train) == [0, 1]
+    # the trap: the request id as the identity gives all 64 one seed
+    assert len({request_seed(7, 0, a, "det-0") for _ in range(64)}) == 1
+
+
+def test_v0_request_ids_are_the_identity_when_the_preset_says_they_name_one_sample_each(tiny):
+    model, tok = tiny
+    server = seeded_server(model, tok, unique_request_ids=True)
+    a = prompt_ids(tok, ["Copy the digits: 5"])[0]
+    key = (1.0, 1.0, -1, True)
+    assert server.request_identities([a, a], ["det-3", "det-4"], key) == ["det-3", "det-4"]
+    assert server.request_identities([a], ["det-3"], key) == ["det-3"]  # e.g. validation, then the next step
+    assert server.request_identities([a, a], ["some-uuid", None], key) == [0, 1]  # no deterministic id: counted
+
+
+def test_a_group_sent_with_one_request_id_gets_different_responses_and_a_rerun_the_same(tiny):
+    """The determinism trap end to end in the server: 8 copies of one prompt, all named det-0 (v1)."""
+    model, tok = tiny
+    prompt = prompt_ids(tok, ["Copy the digits: 7"])[0]
+    key = (1.0, 1.0, -1, True)
+    first = [r[0] for r in seeded_server(model, tok)._generate_batch([prompt] * 8, key, ["det-0"] * 8)]
+    again = [r[0] for r in seeded_server(model, tok)._generate_batch([prompt] * 8, key, ["det-0"] * 8)]
+    assert len({tuple(t) for t in first}) > 1
+    assert first == again
+    # what seeding by the id alone samples: one response, eight times
+    trapped = seeded_server(model, tok, unique_request_ids=True)._generate_batch([prompt] * 8, key, ["det-0"] * 8)
+    assert len({tuple(r[0]) for r in trapped}) == 1

@@ -19,7 +19,7 @@ def local_config():
         return compose(config_name="local_cpu")
 
 
-def test_preset_selects_the_local_path_and_the_v0_trainer(local_config):
+def test_preset_selects_the_local_path_and_the_v0_trainer_by_default(local_config):
     cfg = local_config
     assert cfg.local_cpu.enabled is True
     assert cfg.trainer.use_v1 is False and cfg.actor_rollout_ref.rollout.name == "hf"
@@ -45,7 +45,6 @@ def test_preset_keeps_the_dgpo_keys_of_dgpo_trainer(local_config):
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("trainer.use_v1=true", "trainer.use_v1"),
         ("actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.name"),
         ("actor_rollout_ref.rollout.checkpoint_engine.backend=nccl", "checkpoint_engine.backend"),
     ],
@@ -55,6 +54,49 @@ def test_unsupported_settings_are_refused_naming_the_key(override, key):
         cfg = compose(config_name="local_cpu", overrides=[override])
     with pytest.raises(launch.LocalRunError, match=key):
         launch.check_supported(cfg)
+
+
+def test_v1_trainer_is_accepted_with_transfer_queue_sized_for_one_machine():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="local_cpu", overrides=["trainer.use_v1=true"])
+    launch.check_supported(cfg)
+    assert cfg.transfer_queue.backend.SimpleStorage.num_data_storage_units == 1
+    assert launch.choose_trainer(cfg) == "v1"
+
+
+def test_a_verl_without_the_v0_trainer_runs_v1_and_says_so_in_one_line(local_config, capsys):
+    cfg = OmegaConf.create(OmegaConf.to_container(local_config))
+    assert launch.choose_trainer(cfg, v0_available=True) == "v0" and cfg.trainer.use_v1 is False
+    assert capsys.readouterr().out == ""
+    assert launch.choose_trainer(cfg, v0_available=False) == "v1" and cfg.trainer.use_v1 is True
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and "no v0 trainer (verl.trainer.main_ppo_v0)" in lines[0] and "trainer.use_v1=true" in lines[0]
+
+
+def test_v0_trainer_is_found_where_this_verl_ships_it():
+    import verl
+
+    shipped = os.path.exists(os.path.join(os.path.dirname(verl.__file__), "trainer", "main_ppo_v0.py"))
+    assert launch.v0_trainer_available() is shipped
+
+
+@pytest.mark.parametrize(
+    "overrides, unique",
+    [
+        ([], True),  # v0 with full_determinism: verl's ids are det-<sample index>
+        (["trainer.use_v1=true"], False),  # v1 sends det-0 for every sample
+        (["actor_rollout_ref.rollout.full_determinism=false"], False),  # random ids
+    ],
+)
+def test_the_server_is_told_whether_verls_request_ids_name_one_sample_each(overrides, unique):
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from verl_dgpo.local.hf_rollout import hf_option
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="local_cpu", overrides=overrides)
+    launch.apply_rollout_options(cfg)
+    assert hf_option(omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout), "unique_request_ids", None) is unique
 
 
 def test_short_memory_is_refused_with_the_key_to_change():

@@ -139,3 +139,19 @@ def test_ray_constructs_both_runners():
             ray.kill(actor)
     finally:
         ray.shutdown()
+
+
+def test_a_verl_without_the_v0_trainer_gives_no_v0_module(monkeypatch):
+    """verl 0.9.1 with main_ppo_v0 removed: main_ppo then holds only the v1 runner, so there is no v0 module
+    (and TaskRunnerV0 is None, instead of an AttributeError when the entry point imports this module)."""
+    import sys
+
+    import verl.trainer
+
+    monkeypatch.delattr(verl.trainer, "main_ppo_v0", raising=False)
+    monkeypatch.setitem(sys.modules, "verl.trainer.main_ppo_v0", None)  # `import` of it raises ImportError
+    assert task_runners._v0_module() is None
+    monkeypatch.undo()
+    from verl.trainer import main_ppo_v0
+
+    assert task_runners._v0_module() is main_ppo_v0

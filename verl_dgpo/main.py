@@ -168,6 +168,9 @@ def run(config: DictConfig) -> None:
     local_cpu = config.get("local_cpu", {}).get("enabled", False)
     if local_cpu:
         check_cpu_main_job()  # before verl's trainer modules are imported: one line on 0.7.1/0.8.0
+        from verl_dgpo.local.launch import choose_trainer
+
+        choose_trainer(config)  # v1 where this verl has no v0 trainer (one line), before the config resolves
     from verl_dgpo.local import quiet
 
     if quiet.enabled(config):
@@ -183,7 +186,7 @@ def run(config: DictConfig) -> None:
     if local_cpu:
         from verl_dgpo.local import activate
 
-        activate(config)  # starts Ray itself, within local_cpu.ray_start_timeout_s; verl's v0 trainer
+        activate(config)  # starts Ray itself, within local_cpu.ray_start_timeout_s
     # Imported only now: importing verl's main_ppo probes the accelerator, which logs warnings on a
     # machine without one (before the local preset registers its CPU platform, or before preflight says why).
     import ray

@@ -9,7 +9,7 @@ actor that only our entry point starts, and each builds a subclass of verl's tra
   registry (``trainer.v1.trainer_mode``). In its own actor process, the runner makes that name give the
   Pass@k subclass of verl's class, keeping the name (verl's trainer branches on it), then runs verl's own
   ``run``.
-* v0 trainer (``trainer.use_v1=false``, the local CPU preset): verl's ``TaskRunner.run`` constructs
+* v0 trainer (``trainer.use_v1=false``, deprecated by verl; the local CPU preset's default): verl's ``TaskRunner.run`` constructs
   ``RayPPOTrainer`` by its module-level name, with no hook. The runner runs verl's own ``run`` code with
   that one name bound to :class:`RayPPOTrainerWithPassAtK` (a new function object over verl's code; verl's
   module and its globals stay as they are), so every other step of verl's start-up is verl's.
@@ -24,11 +24,14 @@ import ray
 from verl_dgpo.eval.validation_metrics import PassAtKValidationMixin, use_pass_at_k_trainer
 
 def _v0_module():
-    """The module of verl's v0 ``TaskRunner`` and ``RayPPOTrainer`` (``main_ppo_v0`` from verl 0.9)."""
+    """The module of verl's v0 ``TaskRunner`` and ``RayPPOTrainer`` (``main_ppo_v0`` from verl 0.9), or
+    None on a verl that no longer ships the v0 trainer."""
     try:
         from verl.trainer import main_ppo_v0 as module
     except ImportError:  # verl < 0.9: the v0 runner is still in main_ppo
         from verl.trainer import main_ppo as module
+    if not (hasattr(module, "TaskRunner") and hasattr(module, "RayPPOTrainer")):
+        return None
     return module
 
 
@@ -38,10 +41,10 @@ def _plain_class(runner):
 
 
 _V0 = _v0_module()
-_VerlTaskRunnerV0 = _plain_class(_V0.TaskRunner)
+_VerlTaskRunnerV0 = _plain_class(_V0.TaskRunner) if _V0 is not None else object
 
 
-class RayPPOTrainerWithPassAtK(PassAtKValidationMixin, _V0.RayPPOTrainer):
+class RayPPOTrainerWithPassAtK(PassAtKValidationMixin, _V0.RayPPOTrainer if _V0 is not None else object):
     """verl's v0 ``RayPPOTrainer``, whose validation metrics also hold Avg@k and Pass@k."""
 
 
@@ -73,7 +76,8 @@ class PassAtKTaskRunnerV0(_VerlTaskRunnerV0):
         # uses zero-argument super() (``TypeError: super(type, obj)``), as verl's does.
         _VerlTaskRunnerV0.__init__(self)
 
-    run = run_with_trainer(_VerlTaskRunnerV0.run, RayPPOTrainerWithPassAtK)
+    if _V0 is not None:
+        run = run_with_trainer(_VerlTaskRunnerV0.run, RayPPOTrainerWithPassAtK)
 
 
 def _verl_task_runner_v1():
@@ -95,5 +99,5 @@ class PassAtKTaskRunnerV1(_verl_task_runner_v1()):
         return super().run(config)
 
 
-TaskRunnerV0 = ray.remote(PassAtKTaskRunnerV0)
+TaskRunnerV0 = ray.remote(PassAtKTaskRunnerV0) if _V0 is not None else None  # None: this verl has no v0 trainer
 TaskRunnerV1 = ray.remote(PassAtKTaskRunnerV1)

@@ -18,11 +18,19 @@ it from ``local_cpu.rollout.seeded_sampling``) every request draws from its own 
     sha256(rollout seed + replica rank, training step, prompt token ids, request identity)
 
 (:func:`verl_dgpo.local.sampling.request_seed`), so a request's response depends only on the seed, the
-step, its prompt, the weights and which sample it is, never on how concurrent requests were batched. The
-request identity is verl's request id when it is deterministic (``det-<sample index>``, sent by verl's
-agent loop under ``actor_rollout_ref.rollout.full_determinism=true``), so each sample of the batch gets the
-same response on a rerun; otherwise it is the occurrence of the prompt within the step in arrival order
-(the ``n`` copies of a prompt are exchangeable: the group is reproduced up to the order of its samples).
+step, its prompt, the weights and which sample it is, never on how concurrent requests were batched. Which
+sample it is (the request's identity) comes from what each request carries under each of verl's trainers:
+
+- v0 under ``actor_rollout_ref.rollout.full_determinism=true``: verl's agent-loop manager numbers every
+  sample of the batch (``det-<sample index>``), and that id is the identity (the preset says so with
+  ``engine_kwargs.hf.unique_request_ids=true``): each sample of the batch gets the same response on a rerun.
+- v1 (under either setting), and v0 without ``full_determinism``: the identity is the number of earlier
+  requests of the same prompt and sampling parameters in this step, in arrival order. verl's v1 agent loop
+  names every request ``det-0`` under ``full_determinism`` (and a random id otherwise), so its ids tell
+  nothing apart; seeding by them would give every copy of a prompt the same response (a group of
+  identical samples: zero advantage, zero gradient, no error). The ``n`` copies of a prompt are
+  exchangeable, so a rerun samples the same responses for each prompt, up to their order.
+
 Without the option the server samples the batch with Hugging Face ``generate`` from torch's global
 stream, which depends on arrival timing. Both follow softmax(logits / T) with top-k, then top-p.
 
@@ -111,12 +119,14 @@ class HFRolloutServer:
             max_model_len=self.config.max_model_len,
             seeded_sampling=bool(hf_option(self.config, "seeded_sampling", False)),
             seed=int(getattr(self.config, "seed", 0) or 0) + replica_rank,
+            unique_request_ids=bool(hf_option(self.config, "unique_request_ids", False)),
         )
 
     def _attach(self, model, *, eos_ids: set, pad_id: Optional[int], response_length: int, max_model_len=None,
-                seeded_sampling: bool = False, seed: int = 0) -> None:
+                seeded_sampling: bool = False, seed: int = 0, unique_request_ids: bool = False) -> None:
         """Serve ``model``: stop at any of ``eos_ids`` (plus the model's own), pad with ``pad_id``;
-        ``seeded_sampling``: per-request generators seeded from ``seed`` (see the module docstring)."""
+        ``seeded_sampling``: per-request generators seeded from ``seed`` (see the module docstring);
+        ``unique_request_ids``: verl's deterministic request ids name one sample each (its v0 trainer)."""
         self.model = model.eval()
         gen_eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos_ids) | set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
@@ -128,9 +138,10 @@ class HFRolloutServer:
         self.max_model_len = int(max_model_len or model.config.max_position_embeddings)
         self.seeded_sampling = seeded_sampling
         self.seed = seed
+        self.unique_request_ids = unique_request_ids
         self.global_steps: Optional[int] = None
         self.weight_syncs = 0
-        self._occurrences: dict = {}  # (step, prompt) -> requests of that prompt seen in that step
+        self._occurrences: dict = {}  # (prompt, sampling key) -> requests of it seen in this step
         self._pending: list[tuple[tuple, list[int], Any, asyncio.Future]] = []
         self._drainer: Optional[asyncio.Task] = None
         self._model_lock: Optional[asyncio.Lock] = None
@@ -191,20 +202,21 @@ class HFRolloutServer:
                     if not future.done():
                         future.set_result(result)
 
-    def request_identities(self, prompts: list[list[int]], request_ids: Optional[list]) -> list:
-        """What tells apart the requests of one prompt in this step: verl's deterministic request id, or
-        else the prompt's occurrence count in arrival order (reset every training step)."""
+    def request_identities(self, prompts: list[list[int]], request_ids: Optional[list], key: tuple = ()) -> list:
+        """Which sample of its prompt each request is (see the module docstring): verl's deterministic
+        request id when ``unique_request_ids`` says it names one sample (v0), otherwise the number of
+        earlier requests of the same prompt and sampling parameters ``key`` in this training step."""
         step = int(self.global_steps or 0)
         if self._occurrences.get("__step__") != step:
             self._occurrences = {"__step__": step}
         identities = []
         for prompt, request_id in zip(prompts, request_ids or [None] * len(prompts)):
-            if isinstance(request_id, str) and request_id.startswith(DETERMINISTIC_ID_PREFIX):
+            if self.unique_request_ids and isinstance(request_id, str) and request_id.startswith(DETERMINISTIC_ID_PREFIX):
                 identities.append(request_id)
-            else:
-                key = tuple(prompt)
-                identities.append(self._occurrences.get(key, 0))
-                self._occurrences[key] = identities[-1] + 1
+                continue
+            counter = (tuple(prompt), key)
+            identities.append(self._occurrences.get(counter, 0))
+            self._occurrences[counter] = identities[-1] + 1
         return identities
 
     @torch.no_grad()
@@ -223,7 +235,7 @@ class HFRolloutServer:
     def _sample_seeded(self, prompts, key, request_ids, max_new):
         temperature, top_p, top_k, want_logprobs = key
         step = int(self.global_steps or 0)
-        generators = per_request_generators(self.seed, step, prompts, self.request_identities(prompts, request_ids))
+        generators = per_request_generators(self.seed, step, prompts, self.request_identities(prompts, request_ids, key))
         tokens, logps = generate_tokens(
             self.model, prompts, max_new_tokens=max_new, pad_id=self.pad_id, eos_ids=self.eos_ids,
             temperature=max(float(temperature), 0.0), top_k=max(int(top_k), 0), top_p=float(top_p),

@@ -2,8 +2,8 @@
 
 :func:`activate` runs in the driver (``verl_dgpo.main.run``) before verl's ``run_ppo``. It
 
-1. refuses configurations the CPU path cannot run (v1 trainer, another rollout backend, a verl whose
-   patched internals moved) with a message naming the key;
+1. refuses configurations the CPU path cannot run (another rollout backend, a verl whose patched
+   internals moved) with a message naming the key;
 2. writes the embedded default — a tiny random Qwen2 model, its tokenizer and the copy-digits task —
    under ``local_cpu.output_dir`` (once; re-used on resume) and fills the config keys left ``null``;
 3. exports what every Ray process needs (``VERL_USE_EXTERNAL_MODULES=verl_dgpo.local.boot``,
@@ -35,13 +35,41 @@ class LocalRunError(RuntimeError):
 # --- configuration --------------------------------------------------------------------------------
 
 
+def v0_trainer_available() -> bool:
+    """Whether this verl still ships its deprecated v0 trainer (``verl.trainer.main_ppo_v0``)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("verl.trainer.main_ppo_v0") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def choose_trainer(config: DictConfig, v0_available: Optional[bool] = None) -> str:
+    """``"v1"`` or ``"v0"``: the trainer the run uses. Both run on CPU (verl_dgpo/local/README.md says
+    what each guarantees). On a verl without the v0 trainer a ``trainer.use_v1=false`` run becomes a v1
+    run, and says so in one line. Called before the config is resolved, so the v1 hand-over of the
+    ``dgpo`` estimator (``verl_dgpo.main.use_grpo_session_handling``) sees the trainer that runs."""
+    if "use_v1" not in config.trainer:  # verl < 0.9: one trainer (check_cpu_main_job refuses it first)
+        return "v0"
+    if config.trainer.use_v1:
+        return "v1"
+    if v0_available is None:
+        v0_available = v0_trainer_available()
+    if v0_available:
+        return "v0"
+    with open_dict(config):
+        config.trainer.use_v1 = True
+    print(
+        f"{PREFIX}this verl has no v0 trainer (verl.trainer.main_ppo_v0); running verl's v1 trainer "
+        "(trainer.use_v1=true) instead of the trainer.use_v1=false asked for",
+        flush=True,
+    )
+    return "v1"
+
+
 def check_supported(config: DictConfig) -> None:
     """Reject settings the CPU path cannot run, naming the key and the allowed values."""
-    if config.trainer.get("use_v1", False):
-        raise LocalRunError(
-            "local_cpu.enabled=true needs trainer.use_v1=false (verl's v1 trainer imports the TransferQueue "
-            "package, which the CPU path does not use); allowed: trainer.use_v1=false"
-        )
     name = config.actor_rollout_ref.rollout.name
     if name != "hf":
         raise LocalRunError(f"local_cpu.enabled=true needs actor_rollout_ref.rollout.name=hf, got {name!r}")
@@ -126,6 +154,11 @@ def apply_rollout_options(config: DictConfig) -> None:
         if rollout.engine_kwargs.get("hf", None) is None:
             rollout.engine_kwargs.hf = {}
         rollout.engine_kwargs.hf.seeded_sampling = seeded
+        # Only v0's agent-loop manager numbers every sample (det-<i>); v1 sends det-0 for all of them,
+        # and the server then tells a prompt's copies apart by counting them (hf_rollout.py).
+        rollout.engine_kwargs.hf.unique_request_ids = bool(
+            rollout.get("full_determinism", False) and not config.trainer.get("use_v1", False)
+        )
 
 
 # --- environment ----------------------------------------------------------------------------------
@@ -269,7 +302,7 @@ SESSION: Optional[_Session] = None
 
 
 def activate(config: DictConfig):
-    """Prepare and start a local CPU run (see the module docstring); the entry point then runs its v0 TaskRunner."""
+    """Prepare and start a local CPU run (see the module docstring); the entry point then runs its TaskRunner."""
     global SESSION
     from verl_dgpo.local.progress import at_exit, process_start_time
 
@@ -294,6 +327,7 @@ def activate(config: DictConfig):
     start_ray(ray_init_kwargs(config), timeout_s=float(lc.ray_start_timeout_s))
     SESSION = _Session(config, metrics_path, started)
     at_exit(SESSION.finish)
-    print(f"{PREFIX}Ray started in {time.time() - started:.1f} s since launch; training", flush=True)
+    trainer = "v1" if config.trainer.get("use_v1", False) else "v0"
+    print(f"{PREFIX}Ray started in {time.time() - started:.1f} s since launch; training (verl's {trainer} trainer)", flush=True)
 
 
