@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 
 
-def tiny_policy(seed: int = 0):
-    """``(model, tokenizer)``: a seeded random-init 1-layer Qwen2 (hidden 32) and a byte-level BPE tokenizer."""
+def tiny_policy(seed: int = 0, folder=None):
+    """``(model, tokenizer)``: a seeded random-init 1-layer Qwen2 (hidden 32) and a byte-level BPE tokenizer.
+
+    With ``folder``, the model is saved there and loaded back, so that TRL can load its reference model
+    (``beta > 0``) from the model's ``name_or_path``.
+    """
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     from verl_dgpo.local.assets import make_tokenizer
@@ -21,6 +25,9 @@ def tiny_policy(seed: int = 0):
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if folder is not None:
+        model.save_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     return model, tokenizer
 
 
