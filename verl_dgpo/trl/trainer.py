@@ -14,7 +14,9 @@ TRL's own with the advantages set to zero, and adds our surrogate term:
   masks its own (completion/tool mask, off-policy sequence mask, entropy mask, vLLM importance-sampling
   ratio) and normalised as the user's ``loss_type`` normalises it (:meth:`normalise`).
 
-The sum is TRL's loss with TRL's surrogate replaced (the normalisations are linear). The metrics that TRL
+The sum is TRL's loss with TRL's surrogate replaced (the normalisations are linear). TRL's zeroed term
+still evaluates ``exp(log r)``; where that overflows (log r > 88 in float32), it is NaN, as TRL's own loss
+is inf there; our term itself is clamped and finite. The metrics that TRL
 computed from the advantages (its ``clip_ratio/*``) are recomputed with the real ones, and the policy
 loss's region fractions and gradient weights are logged as ``<policy_loss>/...``
 (:func:`verl_dgpo.loss_metrics.region_metrics`, as verl's side logs them).
