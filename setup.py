@@ -28,6 +28,11 @@ SUPPORTED_VERL = _versions["SUPPORTED_VERL"]
 # replaces the user's verl. The same range as verl_dgpo.version.supported_range().
 _major, _minor = (int(part) for part in SUPPORTED_VERL[-1].split(".")[:2])
 VERL_RANGE = f">={SUPPORTED_VERL[0]},<{_major}.{_minor + 1}"
+# The TRL host (verl_dgpo.trl): its supported releases in verl_dgpo/trl/version.py, the same range as its
+# supported_range(). The test extra pins TEST_TRL, the newest TRL next to which verl's trainer still starts.
+_trl_versions = _constants(HERE / "verl_dgpo" / "trl" / "version.py")
+_trl_major, _trl_minor = (int(part) for part in _trl_versions["SUPPORTED_TRL"][-1].split(".")[:2])
+TRL_RANGE = f">={_trl_versions['SUPPORTED_TRL'][0]},<{_trl_major}.{_trl_minor + 1}"
 
 setup(
     name="verl-dgpo",
@@ -62,7 +67,8 @@ setup(
         # GPU inference back-end as verl pins it (vllm, and for 0.9.1 also torch and transformers), so it
         # cannot clash with verl; never needed on CPU or in the tests.
         "gpu": [f"verl[vllm]{VERL_RANGE}"],
-        "test": ["pytest>=8", "matplotlib"],
+        "trl": [f"trl{TRL_RANGE}"],
+        "test": ["pytest>=8", "matplotlib", f"trl=={_trl_versions['TEST_TRL']}"],
     },
     entry_points={
         # `import verl` imports every module of this group in every process, Ray workers included.

@@ -28,6 +28,7 @@ from verl_dgpo.preflight import PreflightError, preflight
 from verl_dgpo.ray_start import RayStartTimeout, bounded_ray_start
 from verl_dgpo.run_identity import RunIdentityError
 from verl_dgpo.hyperparameters import DGPOConfigError
+from verl_dgpo.trl_compat import TRLIncompatibleError, check_verl_can_import_trl
 from verl_dgpo.version import VerlVersionError, check_cpu_main_job, check_verl_version
 
 OmegaConf.register_new_resolver("dgpo_loss_mode", verl_loss_mode, replace=True)
@@ -40,7 +41,7 @@ class ConfigError(ValueError):
 #: Errors that are the user's to fix: printed as one clear line, no traceback.
 USER_ERRORS = (
     ConfigError, DGPOConfigError, UnknownMethodError, PluginNotInstalledError, VerlVersionError, PreflightError,
-    RayStartTimeout, RunIdentityError,
+    RayStartTimeout, RunIdentityError, TRLIncompatibleError,
 )  # fmt: skip
 
 
@@ -165,6 +166,7 @@ def task_runner_class(config: DictConfig):
 
 
 def run(config: DictConfig) -> None:
+    check_verl_can_import_trl()  # before Ray: verl's actor imports TRL's value-head model whenever TRL is importable
     local_cpu = config.get("local_cpu", {}).get("enabled", False)
     if local_cpu:
         check_cpu_main_job()  # before verl's trainer modules are imported: one line on 0.7.1/0.8.0
