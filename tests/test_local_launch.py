@@ -45,7 +45,6 @@ def test_preset_keeps_the_dgpo_keys_of_dgpo_trainer(local_config):
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("trainer.use_v1=true", "trainer.use_v1"),
         ("actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.name"),
         ("actor_rollout_ref.rollout.checkpoint_engine.backend=nccl", "checkpoint_engine.backend"),
     ],

@@ -37,11 +37,6 @@ class LocalRunError(RuntimeError):
 
 def check_supported(config: DictConfig) -> None:
     """Reject settings the CPU path cannot run, naming the key and the allowed values."""
-    if config.trainer.get("use_v1", False):
-        raise LocalRunError(
-            "local_cpu.enabled=true needs trainer.use_v1=false (verl's v1 trainer imports the TransferQueue "
-            "package, which the CPU path does not use); allowed: trainer.use_v1=false"
-        )
     name = config.actor_rollout_ref.rollout.name
     if name != "hf":
         raise LocalRunError(f"local_cpu.enabled=true needs actor_rollout_ref.rollout.name=hf, got {name!r}")
@@ -278,7 +273,9 @@ def activate(config: DictConfig):
     check_supported(config)
     check_memory(float(lc.min_free_memory_gib))
     output_dir = os.path.abspath(os.path.expanduser(lc.output_dir))
-    paths = write_assets(os.path.join(output_dir, "assets"), asset_spec(config))
+    model, data = config.actor_rollout_ref.model, config.data
+    needs_assets = None in (model.path, data.train_files, data.val_files)  # all set (TOY=1 recipes): none written
+    paths = write_assets(os.path.join(output_dir, "assets"), asset_spec(config)) if needs_assets else {}
     fill_paths(config, paths)
     apply_rollout_options(config)
     logs = os.path.join(output_dir, "logs")
