@@ -133,7 +133,10 @@ def test_recipe_trains_through_v1_validates_before_and_after_and_checkpoints(toy
     metrics, last = run["metrics"], run["steps"]
     assert f"verl-dgpo: algorithm.adv_estimator=dgpo is passed to verl's v1 trainer as 'grpo'" in run["log"]
     assert any(k.startswith("training/off_policy/") for k in metrics[last]), "no v1 replay-buffer metrics"
-    for step in (0, last):  # val_before_train, and the validation after the last step
+    before = 1 if method == "dgpo" else 0  # a resumed run validates before training at the step it resumes from
+    if method == "dgpo":
+        assert all(f"val-core/aime24/acc/{k}" in run["killed"]["metrics"][0] for k in PASS_AT)
+    for step in (before, last):  # val_before_train, and the validation after the last step
         for k in PASS_AT:
             assert f"val-core/aime24/acc/{k}" in metrics[step] and f"val-core/math500/acc/{k}" in metrics[step], (step, k)
     folder = checkpoints.latest_complete(ckpt_dir(toy_dir, method))
@@ -155,6 +158,7 @@ def test_killed_run_resumes_by_the_recipes_setting_and_ends_at_the_same_step(toy
     killed, resumed = runs["dgpo"]["killed"], runs["dgpo"]["metrics"]
     assert killed["tracker"] == 1 and 1 in killed["metrics"] and 2 not in killed["metrics"]
     trained = sorted(s for s, m in resumed.items() if "timing_s/step" in m)
+    assert "val-core/aime24/acc/pass@4" in resumed[1]  # val_before_train, at the step it resumed from
     assert trained == [2], trained  # step 1 came from the checkpoint, not from training it again
     assert checkpoints.tracker_step(ckpt_dir(toy_dir, "dgpo")) == 2
 
@@ -185,7 +189,7 @@ def test_tensorboard_files_hold_the_metrics_the_console_printed(toy_runs):
 
     toy_dir, runs = toy_runs
     console = console_metrics(runs["dgpo"]["log"])
-    assert sorted(console) == [0, 2] and len(console[2]) > 50
+    assert sorted(console) == [1, 2] and len(console[2]) > 50  # validation at the resumed step, then step 2
     events = [p for p in glob.glob(os.path.join(toy_dir, "tensorboard_log", "verl-dgpo", "dgpo-1.5b", "events.*"))
               if os.path.getmtime(p) >= runs["dgpo"]["started"]]  # fmt: skip
     assert len(events) == 1, events
