@@ -3,6 +3,7 @@
 #
 #   METHOD=dgpo SIZE=7b bash recipes/common.sh [hydra overrides ...]
 #   DRY_RUN=1 bash recipes/run_dgpo_7b.sh          # print the composed, resolved config; no Ray, no GPU
+#   TOY=1 bash recipes/run_dgpo_1.5b.sh            # this argument list on CPU at toy scale, nothing downloaded
 #
 # Every setting below can be overridden by its environment variable; trailing arguments are passed to
 # the trainer as hydra overrides and win over everything here. Values marked "ours" are not published
@@ -11,6 +12,40 @@ set -euo pipefail
 
 METHOD=${METHOD:?set METHOD to one of dgpo grpo cispo gppo ce_gppo aspo}
 SIZE=${SIZE:?set SIZE to one of 1.5b 7b 14b}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# ---- TOY=1: the same argument list on CPU at toy scale (recipes/README.md, "TOY=1") -----------------
+# Only hardware and scale values change: their defaults below, and the CPU-support keys appended to the
+# argument list further down. Assets (a warm-started tiny model, data prepared by scripts/prepare_data.py
+# from the fixtures in tests/fixtures/data) are written once under $TOY_DIR and re-used.
+TOY=${TOY:-0}
+case "$TOY" in 0|1) ;; *) echo "recipes/common.sh: TOY=$TOY is not one of 0 1" >&2; exit 2 ;; esac
+if [ "$TOY" = 1 ]; then
+  TOY_DIR=$(mkdir -p "${TOY_DIR:-$PWD/toy}" && cd "${TOY_DIR:-$PWD/toy}" && pwd)
+  TOY_MODEL=$TOY_DIR/model                   # the tiny model, warm-started by verl_dgpo/local/toy.py
+  MODEL_PATH=${MODEL_PATH:-$TOY_MODEL}
+  DATA_DIR=${DATA_DIR:-$TOY_DIR/data}
+  GPUS_PER_NODE=${GPUS_PER_NODE:-1}          # one CPU "GPU" (a logical Ray GPU) per node
+  ROLLOUT_TP=${ROLLOUT_TP:-1}
+  MAX_TOKEN_LEN_PER_GPU=${MAX_TOKEN_LEN_PER_GPU:-1024}
+  MAX_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-256}
+  MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-16}
+  TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-4}
+  PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE:-2}  # still 2 updates per step: ratios leave 1
+  ROLLOUT_N=${ROLLOUT_N:-4}
+  VAL_N=${VAL_N:-4}
+  LR=${LR:-1e-3}                             # a ~100k-parameter model: 1e-6 would not move it
+  TOTAL_TRAINING_STEPS=${TOTAL_TRAINING_STEPS:-2}
+  SAVE_FREQ=${SAVE_FREQ:-1}; TEST_FREQ=${TEST_FREQ:-$TOTAL_TRAINING_STEPS}
+  CHECKPOINT_ROOT=${CHECKPOINT_ROOT:-$TOY_DIR/checkpoints}
+  if [ -z "${LOGGER:-}" ]; then              # files a user can open afterwards; nothing sent anywhere
+    LOGGER="['console','tensorboard','file']"
+    if python -c "import wandb" >/dev/null 2>&1; then
+      LOGGER="['console','wandb','tensorboard','file']"
+      export WANDB_MODE=${WANDB_MODE:-offline} WANDB_DIR=${WANDB_DIR:-$TOY_DIR}
+    fi
+  fi
+fi
 
 # ---- per-size defaults: model, cluster shape, parallelism, memory ----------------------------------
 case "$SIZE" in
@@ -120,8 +155,48 @@ ARGS=(
   trainer.save_freq="$SAVE_FREQ" trainer.test_freq="$TEST_FREQ" trainer.val_before_train=true
 )
 
+if [ "$TOY" = 1 ]; then
+  # The CPU preset's hardware keys (verl_dgpo/config/local_cpu.yaml): its platform plugin, patches and
+  # HF rollout server (local_cpu.enabled), CPU device, gloo-friendly FSDP2, sdpa attention, no
+  # torch.compile, one worker per role, and one TransferQueue storage unit.
+  ARGS+=(
+    +local_cpu.enabled=true +local_cpu.output_dir="$TOY_DIR" +local_cpu.quiet=true
+    +local_cpu.threads_per_process=1 +local_cpu.min_free_memory_gib=3 +local_cpu.ray_start_timeout_s=120
+    +local_cpu.rollout.seeded_sampling=true
+    trainer.device=cpu
+    actor_rollout_ref.actor.strategy=fsdp2 actor_rollout_ref.ref.strategy=fsdp2
+    actor_rollout_ref.actor.use_torch_compile=false actor_rollout_ref.ref.use_torch_compile=false
+    +actor_rollout_ref.model.override_config.attn_implementation=sdpa
+    actor_rollout_ref.rollout.name=hf
+    actor_rollout_ref.rollout.checkpoint_engine.backend=naive actor_rollout_ref.rollout.free_cache_engine=false
+    actor_rollout_ref.rollout.agent.num_workers=1 reward.num_workers=1 data.dataloader_num_workers=0
+    transfer_queue.backend.SimpleStorage.num_data_storage_units=1
+  )
+  if [ "$NNODES" -gt 1 ]; then
+    ARGS+=(+ray_kwargs.ray_init.address=auto)  # the running cluster's own CPUs and logical GPUs
+  else
+    ARGS+=(ray_kwargs.ray_init.num_cpus=16 +ray_kwargs.ray_init.num_gpus=1 +ray_kwargs.ray_init.include_dashboard=false
+           +ray_kwargs.ray_init.object_store_memory=268435456)
+  fi
+  export TENSORBOARD_DIR=${TENSORBOARD_DIR:-$TOY_DIR/tensorboard_log/$PROJECT_NAME/$EXPERIMENT_NAME}
+fi
+
 if [ "${DRY_RUN:-0}" = 1 ]; then
   exec python -m verl_dgpo.main --cfg job --resolve "${ARGS[@]}" "$@"
+fi
+if [ "$TOY" = 1 ]; then
+  if [ ! -f "$DATA_DIR/benchmarks.parquet" ] || [ ! -f "$DATA_DIR/train.parquet" ]; then
+    FIX=$REPO/tests/fixtures/data
+    python -m verl_dgpo.local.toy source --out "$TOY_DIR/sources/train.jsonl"
+    python "$REPO/scripts/prepare_data.py" --out "$DATA_DIR" --decontaminate \
+      --source train="$TOY_DIR/sources/train.jsonl" --source aime24="$FIX/aime24.jsonl" \
+      --source aime25="$FIX/aime25.jsonl" --source amc23="$FIX/amc23_rows.json" \
+      --source math500="$FIX/math500.jsonl" --source minerva="$FIX/minerva.json" \
+      --source olympiadbench="$FIX/olympiadbench.json" >"$TOY_DIR/prepare_data.log"
+  fi
+  if [ "$MODEL_PATH" = "$TOY_MODEL" ]; then
+    python -m verl_dgpo.local.toy model --data "$DATA_DIR/train.parquet" --out "$TOY_MODEL"
+  fi
 fi
 # Before training, verl_dgpo.main checks GPUs, data, model and rollout engine (verl_dgpo/preflight.py)
 # and exits 2 with one line when one is missing.

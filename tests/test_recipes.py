@@ -168,3 +168,96 @@ def test_shellcheck_passes_on_every_script():
     assert len(scripts) >= len(RECIPES) + 1
     proc = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+# --- TOY=1: the recipe's own argument list, only hardware and scale values swapped ------------------
+
+#: Keys TOY=1 may change (recipes/README.md, "TOY=1"), as dotted prefixes of the composed config. Derived
+#: keys (verl interpolates them from one of these) are listed with the key they follow.
+TOY_SWAPPED = (
+    # model and data: the warm-started tiny model, fixture data prepared by scripts/prepare_data.py
+    "actor_rollout_ref.model.path", "actor_rollout_ref.rollout.prometheus.served_model_name",
+    "data.train_files", "data.val_files",
+    # hardware: the CPU preset's device, platform, rollout server and worker counts
+    "local_cpu", "trainer.device", "trainer.n_gpus_per_node", "actor_rollout_ref.rollout.n_gpus_per_node",
+    "actor_rollout_ref.actor.strategy", "actor_rollout_ref.ref.strategy",
+    "actor_rollout_ref.actor.use_torch_compile", "actor_rollout_ref.ref.use_torch_compile",
+    "actor_rollout_ref.model.override_config", "actor_rollout_ref.rollout.name",
+    "distillation.teacher_models.teacher_model.inference.name",
+    "actor_rollout_ref.rollout.tensor_model_parallel_size", "actor_rollout_ref.rollout.checkpoint_engine.backend",
+    "actor_rollout_ref.rollout.free_cache_engine", "actor_rollout_ref.rollout.agent.num_workers",
+    "reward.num_workers", "data.dataloader_num_workers", "transfer_queue.backend.SimpleStorage.num_data_storage_units",
+    "ray_kwargs.ray_init",
+    # scale: batch, group, length and token budgets, steps, learning rate of a ~100k-parameter model
+    "data.train_batch_size", "actor_rollout_ref.actor.ppo_mini_batch_size", "critic.ppo_mini_batch_size",
+    "actor_rollout_ref.rollout.n", "actor_rollout_ref.rollout.val_kwargs.n", "actor_rollout_ref.actor.rollout_n",
+    "actor_rollout_ref.ref.rollout_n", "critic.rollout_n",
+    "data.max_prompt_length", "data.max_response_length", "actor_rollout_ref.rollout.prompt_length",
+    "actor_rollout_ref.rollout.response_length", "distillation.teacher_models.teacher_model.inference.prompt_length",
+    "distillation.teacher_models.teacher_model.inference.response_length",
+    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu", "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu",
+    "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu", "critic.ppo_max_token_len_per_gpu",
+    "critic.forward_max_token_len_per_gpu",
+    "actor_rollout_ref.actor.optim.lr",
+    "trainer.total_training_steps", "trainer.save_freq", "trainer.test_freq",
+    # where files go and how they are logged (nothing sent anywhere)
+    "trainer.default_local_dir", "trainer.logger",
+)  # fmt: skip
+TOY_METHODS = ("dgpo", "grpo", "cispo", "gppo", "ce_gppo", "aspo")
+
+
+def flatten(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def swapped(key):
+    return any(key == p or key.startswith(p + ".") for p in TOY_SWAPPED)
+
+
+@pytest.fixture(scope="module")
+def toy_composed(recording_python, tmp_path_factory):
+    """{recipe name: its TOY=1 composed config}, for every 1.5B recipe and the 14B DGPO one."""
+    toy_dir = str(tmp_path_factory.mktemp("toy"))
+    scripts = [ROOT / "recipes" / f"run_{m}_1.5b.sh" for m in TOY_METHODS] + [ROOT / "recipes" / "run_dgpo_14b.sh"]
+    return {s.name: compose(record_args(recording_python, s, TOY="1", TOY_DIR=toy_dir)) for s in scripts}
+
+
+def test_toy_changes_only_hardware_and_scale_keys(composed, toy_composed):
+    for name, toy in toy_composed.items():
+        real, fake = flatten(composed[name]), flatten(toy)
+        changed = sorted(k for k in set(real) | set(fake) if real.get(k, "<absent>") != fake.get(k, "<absent>"))
+        assert changed, name
+        assert [k for k in changed if not swapped(k)] == [], (name, [k for k in changed if not swapped(k)])
+
+
+def test_toy_keeps_what_the_recipe_exercises(toy_composed):
+    for name, cfg in toy_composed.items():
+        actor, rollout = cfg["actor_rollout_ref"]["actor"], cfg["actor_rollout_ref"]["rollout"]
+        method = NAME.match(name)["method"]
+        assert cfg["trainer"]["use_v1"] is True and cfg["trainer"]["v1"]["trainer_mode"] == "sync"
+        assert cfg["algorithm"]["adv_estimator"] == "dgpo" and actor["policy_loss"]["loss_mode"] == VERL_LOSS.get(method, method)
+        assert (cfg["data"]["filter_overlong_prompts"], cfg["data"]["truncation"]) == (True, "error")
+        assert cfg["reward"]["custom_reward_function"]["path"] == "pkg://verl_dgpo.reward"
+        assert cfg["trainer"]["val_before_train"] is True and cfg["trainer"]["resume_mode"] == "auto"
+        assert cfg["actor_rollout_ref"]["model"]["use_remove_padding"] is True
+        assert cfg["actor_rollout_ref"]["model"]["enable_gradient_checkpointing"] is True
+        assert actor["use_dynamic_bsz"] and rollout["log_prob_use_dynamic_bsz"]
+        assert rollout["val_kwargs"]["do_sample"] is True and rollout["val_kwargs"]["n"] == 4
+        # the swapped values: the CPU preset's hardware, the toy assets, files a user can open
+        assert cfg["local_cpu"]["enabled"] is True and cfg["trainer"]["device"] == "cpu" and rollout["name"] == "hf"
+        assert cfg["actor_rollout_ref"]["model"]["path"].endswith("/model")
+        assert cfg["data"]["val_files"].endswith("/data/benchmarks.parquet")
+        assert "tensorboard" in cfg["trainer"]["logger"] and "console" in cfg["trainer"]["logger"]
+    assert toy_composed["run_dgpo_14b.sh"]["trainer"]["nnodes"] == 2  # the recipe's cluster shape is kept
+    assert toy_composed["run_dgpo_1.5b.sh"]["trainer"]["nnodes"] == 1
+
+
+def test_toy_rejects_a_value_other_than_0_or_1():
+    proc = dry_run(ROOT / "recipes" / "run_dgpo_1.5b.sh", TOY="yes")
+    assert proc.returncode == 2 and "TOY=yes" in proc.stderr

@@ -311,7 +311,9 @@ def activate(config: DictConfig):
     check_supported(config)
     check_memory(float(lc.min_free_memory_gib))
     output_dir = os.path.abspath(os.path.expanduser(lc.output_dir))
-    paths = write_assets(os.path.join(output_dir, "assets"), asset_spec(config))
+    model, data = config.actor_rollout_ref.model, config.data
+    needs_assets = None in (model.path, data.train_files, data.val_files)  # all set (TOY=1 recipes): none written
+    paths = write_assets(os.path.join(output_dir, "assets"), asset_spec(config)) if needs_assets else {}
     fill_paths(config, paths)
     apply_rollout_options(config)
     logs = os.path.join(output_dir, "logs")
