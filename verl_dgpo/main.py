@@ -2,8 +2,8 @@
 
 It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas), checks on
 the driver, before Ray starts, that verl is a tested release or one on which every contract holds
-(:mod:`verl_dgpo.version`, :mod:`verl_dgpo.check`), that the
-plugin is registered, that every DGPO key is valid and that the run can start (:mod:`verl_dgpo.preflight`:
+(:mod:`verl_dgpo.version`, :mod:`verl_dgpo.check`), that the plugin is registered, that every DGPO key
+is valid and that the run can start (:mod:`verl_dgpo.preflight`:
 verl's config checks, GPUs, rollout engine, data files, model), and then runs verl's own PPO trainer
 (built by a subclass of verl's TaskRunner whose validation also logs the paper's Avg@k and unbiased
 Pass@k, ``verl_dgpo/task_runners.py``; verl itself is not modified), with a time limit on Ray's
@@ -236,7 +236,8 @@ def check_contracts(version: str) -> None:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise VerlVersionError(
             f"verl {version} is not a tested release, and the contract '{bad[0].contract}' is broken on it: "
-            f"{bad[0].detail}{more}. Run `verl-dgpo-check` for every contract, or `pip install 'verl=={SUPPORTED_VERL[-1]}'`."
+            f"{bad[0].detail}{more}. Run `verl-dgpo-check` for every contract, "
+            f"or `pip install 'verl=={SUPPORTED_VERL[-1]}'`."
         )
     print(f"verl-dgpo: note: {untested_note(version)}", file=sys.stderr, flush=True)
 
