@@ -23,11 +23,11 @@ def _constants(path):
 _versions = _constants(HERE / "verl_dgpo" / "version.py")
 VERSION = _versions["__version__"]
 SUPPORTED_VERL = _versions["SUPPORTED_VERL"]
-# Every supported release (verl_dgpo/version.py), e.g. >=0.7.1,<0.10. pip keeps an admitted verl that is
-# already installed (its default upgrade strategy is only-if-needed), so installing verl-dgpo never
-# replaces the user's verl. The same range as verl_dgpo.version.supported_range().
-_major, _minor = (int(part) for part in SUPPORTED_VERL[-1].split(".")[:2])
-VERL_RANGE = f">={SUPPORTED_VERL[0]},<{_major}.{_minor + 1}"
+# The oldest tested release and up (verl_dgpo/version.py), with no upper bound: pip keeps an admitted verl
+# that is already installed (its default upgrade strategy is only-if-needed), so installing verl-dgpo never
+# replaces the user's verl, newer ones included. A verl newer than the newest tested release is admitted
+# at run time when every contract holds (`verl-dgpo-check`, verl_dgpo/check.py).
+VERL_RANGE = f">={SUPPORTED_VERL[0]}"
 # The TRL host (verl_dgpo.trl): its supported releases in verl_dgpo/trl/version.py, the same range as its
 # supported_range(). The test extra pins TEST_TRL, the newest TRL next to which verl's trainer still starts.
 _trl_versions = _constants(HERE / "verl_dgpo" / "trl" / "version.py")
@@ -44,13 +44,14 @@ setup(
     package_data={"verl_dgpo": ["config/*.yaml", "eval/*.csv"]},
     python_requires=">=3.10",
     install_requires=[
-        # verl's run-time dependencies as verl itself declares them: 0.9.1's `verl-core` extra (TransferQueue
-        # for the v1 trainer, fastapi, uvicorn, cachetools, ...). Releases without that extra ignore it
-        # with a warning; the lines below cover what their trainers import without declaring it
-        # (0.9.0's v1 trainer imports transfer_queue; 0.7.1-0.9.0 serve rollouts with fastapi/uvicorn).
-        f"verl[verl-core]{VERL_RANGE}",
-        "TransferQueue>=0.1.10",
-        "fastapi",
+        # verl, and what its trainers import beyond verl's own requirements (0.9.1 declares them in its
+        # `verl-core` extra). Not through that extra: on verl's main branch (0.10.0.dev) it pulls
+        # TransferQueue from a git URL, which pip cannot resolve from the package registry.
+        f"verl{VERL_RANGE}",
+        "TransferQueue>=0.1.10",  # the v1 trainer's data plane (0.9.0 imports it without declaring it)
+        "pyzmq",
+        "msgspec",
+        "fastapi",  # 0.7.1-0.9.0 serve rollouts with fastapi/uvicorn
         "uvicorn",
         "cachetools",
         # math answer grading (verl_dgpo.reward); no extra: its antlr4 range admits hydra's 4.9.3.
@@ -68,11 +69,11 @@ setup(
         # cannot clash with verl; never needed on CPU or in the tests.
         "gpu": [f"verl[vllm]{VERL_RANGE}"],
         "trl": [f"trl{TRL_RANGE}"],
-        "test": ["pytest>=8", "matplotlib", f"trl=={_trl_versions['TEST_TRL']}"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "matplotlib", f"trl=={_trl_versions['TEST_TRL']}"],
     },
     entry_points={
         # `import verl` imports every module of this group in every process, Ray workers included.
         "verl.plugins": ["dgpo = verl_dgpo.registry"],
-        "console_scripts": ["verl-dgpo-train = verl_dgpo.main:main"],
+        "console_scripts": ["verl-dgpo-train = verl_dgpo.main:main", "verl-dgpo-check = verl_dgpo.check:main"],
     },
 )

@@ -81,16 +81,26 @@ def test_validation_equals_the_final_evaluation_summary():
 
 
 def test_missing_sessions_count_as_failures_like_verl_v1():
+    """Our avg@n with ``expected_acc_counts`` equals verl's mean@n over the same sessions, the missing ones
+    scored 0: given explicitly (every release), and, where verl's ``process_validation_metrics`` takes
+    ``expected_acc_counts`` (0.9.1; verl's main branch 0.10.0.dev was cut before it), verl's own filling."""
+    import inspect
+
     from verl.trainer.ppo.metric_utils import process_validation_metrics
 
     n = 4
     ds, uids, acc = make_batch(7, n, sources=(("aime24", 3),))
     keep = [i for i in range(len(acc)) if i % 5 != 0]  # some sessions never materialised
+    assert len(keep) < len(acc)
+    filled = (ds, uids, [acc[i] if i in keep else 0.0 for i in range(len(acc))])
     ds, uids, acc = [ds[i] for i in keep], [uids[i] for i in keep], [acc[i] for i in keep]
     expected_counts = {("aime24", u): n for u in set(uids)}
-    verl = process_validation_metrics(ds, uids, {"acc": acc}, expected_acc_counts=expected_counts)
     ours = pass_at_k_val_metrics(ds, uids, {"acc": acc}, expected_counts)
-    assert ours[f"val-core/aime24/acc/avg@{n}"] == pytest.approx(verl["aime24"]["acc"][f"mean@{n}"])
+    explicit = process_validation_metrics(filled[0], filled[1], {"acc": filled[2]})
+    assert ours[f"val-core/aime24/acc/avg@{n}"] == pytest.approx(explicit["aime24"]["acc"][f"mean@{n}"])
+    if "expected_acc_counts" in inspect.signature(process_validation_metrics).parameters:
+        verl = process_validation_metrics(ds, uids, {"acc": acc}, expected_acc_counts=expected_counts)
+        assert ours[f"val-core/aime24/acc/avg@{n}"] == pytest.approx(verl["aime24"]["acc"][f"mean@{n}"])
 
 
 def test_v1_pass_at_k_trainer_replaces_only_the_configured_mode_in_this_process():

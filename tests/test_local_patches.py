@@ -77,16 +77,26 @@ def test_process_group_patch_reaches_a_caller_loaded_before_it():
     assert state == {"patched": True, "restored": True}
 
 
-def test_other_verl_version_is_reported(monkeypatch):
+def test_patches_are_gated_by_their_targets_not_by_the_version_string(monkeypatch):
+    """Another version string with the same code: nothing to report. The same version with one target's
+    source line changed: reported by name, and the patches refuse to apply."""
+    import dataclasses
+
     import verl
 
     from verl_dgpo.local import patches
 
-    monkeypatch.setattr(verl, "__version__", "0.9.2")
+    monkeypatch.setattr(verl, "__version__", "0.10.0.dev")
+    assert patches.check_patch_targets() == []
+    moved = dataclasses.replace(patches.TARGETS["pinned_memory"], expected_source="offload_policy = Moved()")
+    monkeypatch.setitem(patches.TARGETS, "pinned_memory", moved)
     problems = patches.check_patch_targets()
-    assert any("verl==0.9.2" in p and all(v in p for v in patches.PATCHED_VERL_VERSIONS) for p in problems)
-    with pytest.raises(patches.VerlInternalsChanged):
+    assert len(problems) == 1 and problems[0].startswith("pinned_memory:") and "Moved()" in problems[0]
+    with pytest.raises(patches.VerlInternalsChanged, match="pinned_memory"):
         patches.apply_patches()
+    with pytest.raises(patches.VerlVersionError) as info:
+        patches.require_cpu_preset("0.10.0.dev0")
+    assert "\n" not in str(info.value) and "verl==0.10.0.dev0" in str(info.value) and "pinned_memory" in str(info.value)
 
 
 def test_importing_the_plugin_and_local_package_changes_nothing_in_verl():

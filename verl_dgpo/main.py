@@ -1,8 +1,9 @@
 """Trainer entry point: ``python -m verl_dgpo.main`` (console script ``verl-dgpo-train``).
 
 It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas), checks on
-the driver, before Ray starts, that verl is a supported release (:mod:`verl_dgpo.version`), that the
-plugin is registered, that every DGPO key is valid and that the run can start (:mod:`verl_dgpo.preflight`:
+the driver, before Ray starts, that verl is a tested release or one on which every contract holds
+(:mod:`verl_dgpo.version`, :mod:`verl_dgpo.check`), that the plugin is registered, that every DGPO key
+is valid and that the run can start (:mod:`verl_dgpo.preflight`:
 verl's config checks, GPUs, rollout engine, data files, model), and then runs verl's own PPO trainer
 (built by a subclass of verl's TaskRunner whose validation also logs the paper's Avg@k and unbiased
 Pass@k, ``verl_dgpo/task_runners.py``; verl itself is not modified), with a time limit on Ray's
@@ -21,7 +22,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from verl_dgpo import ENTRY_POINT_VALUE, PluginNotInstalledError, check_installed
+from verl_dgpo import ENTRY_POINT_VALUE, SUPPORTED_VERL, PluginNotInstalledError, check_installed
 from verl_dgpo.external_modules import add_external_module
 from verl_dgpo.methods import UnknownMethodError, verl_loss_mode
 from verl_dgpo.preflight import PreflightError, preflight
@@ -29,7 +30,7 @@ from verl_dgpo.ray_start import RayStartTimeout, bounded_ray_start
 from verl_dgpo.run_identity import RunIdentityError
 from verl_dgpo.hyperparameters import DGPOConfigError
 from verl_dgpo.trl_compat import TRLIncompatibleError, check_verl_can_import_trl
-from verl_dgpo.version import VerlVersionError, check_cpu_main_job, check_verl_version
+from verl_dgpo.version import VerlVersionError, check_verl_version, is_tested, untested_note
 
 OmegaConf.register_new_resolver("dgpo_loss_mode", verl_loss_mode, replace=True)
 
@@ -168,15 +169,17 @@ def task_runner_class(config: DictConfig):
 def run(config: DictConfig) -> None:
     check_verl_can_import_trl()  # before Ray: verl's actor imports TRL's value-head model whenever TRL is importable
     local_cpu = config.get("local_cpu", {}).get("enabled", False)
-    if local_cpu:
-        check_cpu_main_job()  # before verl's trainer modules are imported: one line on 0.7.1/0.8.0
-        from verl_dgpo.local.launch import choose_trainer
-
-        choose_trainer(config)  # v1 where this verl has no v0 trainer (one line), before the config resolves
     from verl_dgpo.local import quiet
 
     if quiet.enabled(config):
         quiet.quiet_driver()  # before importing verl's trainer, which detects the platform
+    if local_cpu:
+        from verl_dgpo.local.patches import require_cpu_preset
+
+        require_cpu_preset(check_verl_version())  # its patch targets, found unchanged: one line on 0.7.1/0.8.0
+        from verl_dgpo.local.launch import choose_trainer
+
+        choose_trainer(config)  # v1 where this verl has no v0 trainer (one line), before the config resolves
     from verl_dgpo.preflight import ray_cluster_address
 
     config = prepare(config)
@@ -221,15 +224,41 @@ def _hydra_main(config: DictConfig) -> None:
         sys.exit(2)
 
 
+def check_contracts(version: str) -> None:
+    """On a verl that is not a tested release: every contract this entry point relies on, or one line.
+
+    Real calls into verl (:func:`verl_dgpo.check.run_checks`), seconds; prints one note to stderr when all
+    hold, raises :class:`VerlVersionError` naming the first broken contract otherwise.
+    """
+    import warnings
+
+    from verl_dgpo.check import broken, run_checks
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # verl's import-time notices; the rows say what matters
+        bad = broken(run_checks(for_main=True))
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise VerlVersionError(
+            f"verl {version} is not a tested release, and the contract '{bad[0].contract}' is broken on it: "
+            f"{bad[0].detail}{more}. Run `verl-dgpo-check` for every contract, "
+            f"or `pip install 'verl=={SUPPORTED_VERL[-1]}'`."
+        )
+    print(f"verl-dgpo: note: {untested_note(version)}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
-    # Before hydra and before any `import verl`: an unsupported verl gets one line, and the plugin is
-    # named for verl's own loader so that the `dgpo_loss_mode` resolver sees `dgpo` on every release.
+    # Before hydra and before Ray: a verl older than the oldest tested release gets one line, an untested
+    # one (newer, or a patch release) its contract checks; then the plugin is named for verl's own loader
+    # so that the `dgpo_loss_mode` resolver sees `dgpo` on every release.
     try:
-        check_verl_version()
+        version = check_verl_version()
+        load_plugin_everywhere()
+        if not is_tested(version):
+            check_contracts(version)
     except VerlVersionError as err:
         print(f"verl-dgpo: error: {err}", file=sys.stderr)
         sys.exit(2)
-    load_plugin_everywhere()
     _hydra_main()
 
 

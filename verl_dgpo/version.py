@@ -1,10 +1,13 @@
 """Versions in one place: this package's own, and the verl releases it supports.
 
 ``setup.py`` reads this file without importing it (``ast.literal_eval`` of the tuples below) and turns
-:data:`SUPPORTED_VERL` into its ``verl`` requirement. The trainer entry point refuses, before Ray starts,
-a verl outside that range. Adding a release: append it to :data:`SUPPORTED_VERL` (and to
-:data:`CPU_MAIN_JOB_VERL` if the CPU preset runs on it), and add ``bash scripts/check_verl_release.sh X``
-to ``.ci/run``. Pure Python: no verl import.
+:data:`SUPPORTED_VERL` into its ``verl`` requirement, ``verl>=0.7.1`` with no upper bound. The policy of
+the trainer entry point, before Ray starts: a verl older than the oldest tested release is refused in
+one line; a tested one runs; any other (a newer release, a patch release, verl's main branch) runs only
+if every contract of :mod:`verl_dgpo.check` holds on it, with one note saying so, and is refused in one
+line naming the contract that broke otherwise. Adding a tested release: append it to
+:data:`SUPPORTED_VERL` (and to :data:`CPU_MAIN_JOB_VERL` if CI runs the CPU preset on it); ``.ci/run``
+checks every release listed here. Pure Python: no verl import.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ __version__ = "0.1.0"
 #: Every verl release verl-dgpo is tested against (CI: the main environment and scripts/check_verl_release.sh).
 SUPPORTED_VERL = ("0.7.1", "0.8.0", "0.9.0", "0.9.1")
 
-#: Releases on which ``python -m verl_dgpo.main --config-name local_cpu`` brings verl's trainer up on CPU.
+#: Tested releases on which CI runs ``python -m verl_dgpo.main --config-name local_cpu`` (verl's trainer on
+#: CPU). Not a gate: the preset runs on any verl whose patch targets are unchanged
+#: (:func:`verl_dgpo.local.patches.check_patch_targets`); 0.7.1 and 0.8.0 lack them.
 CPU_MAIN_JOB_VERL = ("0.9.0", "0.9.1")
 
 #: First release whose ``import verl`` loads the ``verl.plugins`` entry points; older ones load only the
@@ -31,7 +36,7 @@ class VerlVersionError(RuntimeError):
     """The installed verl is not a release verl-dgpo supports (or not one the requested job runs on)."""
 
 
-def _release(version: str) -> tuple[int, ...]:
+def release(version: str) -> tuple[int, ...]:
     """``"0.9.1"`` → ``(0, 9, 1)``; pre-/dev-/local suffixes are dropped (``"0.10.0.dev0"`` → ``(0, 10, 0)``)."""
     from packaging.version import Version
 
@@ -39,9 +44,8 @@ def _release(version: str) -> tuple[int, ...]:
 
 
 def supported_range() -> str:
-    """The pip specifier that admits every supported release: ``>=0.7.1,<0.10``."""
-    major, minor = _release(SUPPORTED_VERL[-1])[:2]
-    return f">={SUPPORTED_VERL[0]},<{major}.{minor + 1}"
+    """The pip specifier of the verl releases verl-dgpo admits: ``>=0.7.1`` (no upper bound, as in setup.py)."""
+    return f">={SUPPORTED_VERL[0]}"
 
 
 def installed_verl_version() -> Optional[str]:
@@ -55,7 +59,9 @@ def installed_verl_version() -> Optional[str]:
 
 
 def check_verl_version(version: Optional[str] = None) -> str:
-    """Return the installed verl version, or raise :class:`VerlVersionError` if it is outside the range."""
+    """Return the installed verl version, or raise :class:`VerlVersionError` if it is older than the oldest
+    tested release (or absent). A newer or untested one passes here; :func:`is_tested` tells which, and
+    ``verl_dgpo.main`` then runs the contract checks (:mod:`verl_dgpo.check`) before starting."""
     version = installed_verl_version() if version is None else version
     if version is None:
         raise VerlVersionError(f"verl is not installed; verl-dgpo needs verl{supported_range()}.")
@@ -63,23 +69,29 @@ def check_verl_version(version: Optional[str] = None) -> str:
 
     if not SpecifierSet(supported_range()).contains(version, prereleases=True):
         raise VerlVersionError(
-            f"verl=={version} is installed, but verl-dgpo supports verl{supported_range()} "
+            f"verl=={version} is installed, but verl-dgpo needs verl{supported_range()} "
             f"(tested: {', '.join(SUPPORTED_VERL)}). Run `pip install 'verl=={VERL_VERSION}'`."
         )
     return version
 
 
-def check_cpu_main_job(version: Optional[str] = None) -> None:
-    """Raise :class:`VerlVersionError` unless the CPU preset (``--config-name local_cpu``) runs on this verl."""
-    version = check_verl_version(version)
-    if version not in CPU_MAIN_JOB_VERL:
-        raise VerlVersionError(
-            f"the local_cpu preset runs verl's trainer on CPU only with verl {' or '.join(CPU_MAIN_JOB_VERL)}, "
-            f"but verl=={version} is installed. Run `pip install 'verl=={VERL_VERSION}'`, or use a GPU config."
-        )
+def is_tested(version: str) -> bool:
+    """Whether ``version`` is one of :data:`SUPPORTED_VERL` (CI runs everything on it)."""
+    from packaging.version import Version
+
+    return any(Version(version) == Version(tested) for tested in SUPPORTED_VERL)
+
+
+def untested_note(version: str) -> str:
+    """The entry point's note for an untested verl whose every contract holds."""
+    from packaging.version import Version
+
+    if Version(version) > Version(VERL_VERSION):
+        return f"verl {version} is newer than the newest tested release {VERL_VERSION}; every contract holds"
+    return f"verl {version} is not a tested release ({', '.join(SUPPORTED_VERL)}); every contract holds"
 
 
 def has_entry_points(version: Optional[str] = None) -> bool:
     """Whether this verl's ``import verl`` loads the ``verl.plugins`` entry points."""
     version = installed_verl_version() if version is None else version
-    return version is not None and _release(version) >= _release(ENTRY_POINTS_SINCE)
+    return version is not None and release(version) >= release(ENTRY_POINTS_SINCE)

@@ -7,7 +7,7 @@ Selected by the preset ``verl_dgpo/config/local_cpu.yaml`` (``local_cpu.enabled:
 - :mod:`~verl_dgpo.local.boot` — imported in every Ray process of a local run; the only import that
   changes verl (registers the platform and rollout backend below, applies the patches);
 - :mod:`~verl_dgpo.local.platform` — verl platform ``cpu`` (device ``cpu``, backend ``gloo``);
-- :mod:`~verl_dgpo.local.patches` — the three version-guarded patches of verl internals;
+- :mod:`~verl_dgpo.local.patches` — the three patches of verl internals, each guarded by its target (not a version string);
 - :mod:`~verl_dgpo.local.hf_rollout` — rollout backend ``hf`` (Hugging Face ``generate`` + weight sync);
 - :mod:`~verl_dgpo.local.assets`, :mod:`~verl_dgpo.local.task` — tiny model and copy-digits task;
 - :mod:`~verl_dgpo.local.progress` — per-step progress line, peak memory, summary.

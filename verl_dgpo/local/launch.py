@@ -50,7 +50,7 @@ def choose_trainer(config: DictConfig, v0_available: Optional[bool] = None) -> s
     what each guarantees). On a verl without the v0 trainer a ``trainer.use_v1=false`` run becomes a v1
     run, and says so in one line. Called before the config is resolved, so the v1 hand-over of the
     ``dgpo`` estimator (``verl_dgpo.main.use_grpo_session_handling``) sees the trainer that runs."""
-    if "use_v1" not in config.trainer:  # verl < 0.9: one trainer (check_cpu_main_job refuses it first)
+    if "use_v1" not in config.trainer:  # verl < 0.9: one trainer (require_cpu_preset refuses it first)
         return "v0"
     if config.trainer.use_v1:
         return "v1"

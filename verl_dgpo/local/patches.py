@@ -4,10 +4,12 @@ They are applied by :func:`apply_patches`, which only the local CPU preset calls
 :mod:`verl_dgpo.local.boot`, in each of its own Ray processes). Importing this module, the plugin
 (:mod:`verl_dgpo.registry`) or :mod:`verl_dgpo.local` changes nothing in verl.
 
-Each patch is guarded twice: the installed verl must be one of :data:`PATCHED_VERL_VERSIONS`, and
-:func:`check_patch_targets` must find the exact code each patch works around (the function, its
-signature and the source line). If verl moves, :func:`apply_patches` raises
-:class:`VerlInternalsChanged` naming what moved, instead of silently doing something else.
+Each patch is guarded by its target, not by a version string: :func:`check_patch_targets` must find
+the exact code each patch works around (the function, its signature and the source line) in the
+installed verl, whichever release it is. If verl moves, :func:`apply_patches` raises
+:class:`VerlInternalsChanged` naming what moved, instead of silently doing something else; the same
+function is the ``cpu preset patch targets`` row of ``verl-dgpo-check`` (:mod:`verl_dgpo.check`), and
+:func:`require_cpu_preset` turns it into the entry point's one-line refusal.
 
 1. **Process-group backend** (``verl.utils.distributed.initialize_global_process_group_ray``):
    verl builds the backend string ``f"cpu:gloo,{device}:{backend}"``, which on the CPU platform reads
@@ -22,11 +24,11 @@ signature and the source line). If verl moves, :func:`apply_patches` raises
    built with ``CPUOffloadPolicy(pin_memory=True)``; pinning needs an accelerator ("Cannot access accelerator
    device when none is available"). The replacement is a subclass that never pins.
 
-On verl 0.9.0 only, one more (:data:`ATTENTION_FALLBACK_VERL`): **padding helpers**
+Where verl has no torch fallback of its own (0.9.0), one more: **padding helpers**
 (``verl.utils.attention_utils._get_attention_functions``) import ``flash_attn.bert_padding`` unconditionally,
 and flash-attn has no CPU build ("No module named 'flash_attn'" when the trainer removes padding before
-``compute_log_prob``); 0.9.1 falls back to torch itself. The replacement returns pure-torch equivalents,
-and only when flash-attn is not importable.
+``compute_log_prob``); 0.9.1 catches the ImportError and falls back to torch itself. The replacement
+returns pure-torch equivalents, only when flash-attn is not importable and verl's function has no fallback.
 """
 
 from __future__ import annotations
@@ -37,11 +39,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from verl_dgpo.version import CPU_MAIN_JOB_VERL
-
-#: The verl releases whose internals these patches were written against (the three targets are
-#: identical in 0.9.0 and 0.9.1); the same tuple as :data:`verl_dgpo.version.CPU_MAIN_JOB_VERL`.
-PATCHED_VERL_VERSIONS = CPU_MAIN_JOB_VERL
+from verl_dgpo.version import CPU_MAIN_JOB_VERL, VERL_VERSION, VerlVersionError
 
 _MARK = "__verl_dgpo_local_patch__"
 
@@ -108,14 +106,7 @@ def _resolve(module: str, attribute: str):
 
 def check_patch_targets() -> list[str]:
     """Problems found at the patched locations of the installed verl (empty when all is as expected)."""
-    import verl
-
     problems = []
-    if verl.__version__ not in PATCHED_VERL_VERSIONS:
-        problems.append(
-            f"verl=={verl.__version__} is installed, but the CPU patches were written for verl "
-            + " or ".join(PATCHED_VERL_VERSIONS)
-        )
     for name, target in TARGETS.items():
         try:
             _resolve(target.module, target.attribute)
@@ -130,6 +121,17 @@ def check_patch_targets() -> list[str]:
             continue
         if target.expected_source not in source:
             problems.append(f"{name}: {target.source_of} no longer contains {target.expected_source!r}")
+    try:
+        from verl.utils.distributed import initialize_global_process_group_ray
+
+        params = inspect.signature(_original(initialize_global_process_group_ray)).parameters
+        if not {"timeout_second", "backend"} <= set(params):
+            problems.append(
+                f"process_group_backend: initialize_global_process_group_ray takes {list(params)}, "
+                "expected (timeout_second, backend)"
+            )
+    except (ImportError, AttributeError, TypeError, ValueError):
+        pass  # reported above as gone
     for caller, call in PROCESS_GROUP_CALLERS.items():
         try:
             if call not in _module_source(caller):
@@ -148,6 +150,18 @@ def check_patch_targets() -> list[str]:
     except Exception as err:  # noqa: BLE001 - report any shape change as a problem
         problems.append(f"engine_lookup: cannot inspect EngineRegistry ({err!r})")
     return problems
+
+
+def require_cpu_preset(version: str) -> None:
+    """Raise :class:`VerlVersionError` (one line) unless every patch target is found unchanged in this verl."""
+    problems = check_patch_targets()
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise VerlVersionError(
+            f"the local_cpu preset cannot run verl's trainer on CPU with verl=={version}: {problems[0]}{more}. "
+            f"It runs where its patch targets are unchanged (tested on verl {' and '.join(CPU_MAIN_JOB_VERL)}); "
+            f"`pip install 'verl=={VERL_VERSION}'`, or use a GPU config."
+        )
 
 
 def _original(fn):
@@ -199,9 +213,9 @@ def _unpinned_offload_policy(original: type) -> type:
     return UnpinnedCPUOffloadPolicy
 
 
-#: Releases whose ``attention_utils`` needs flash-attn for its padding helpers (0.9.1 has a torch fallback).
-ATTENTION_FALLBACK_VERL = ("0.9.0",)
 ATTENTION_IMPORT = "from flash_attn.bert_padding import index_first_axis, pad_input, rearrange, unpad_input"
+#: What verl's own torch fallback (0.9.1 on) looks like in ``_get_attention_functions``.
+ATTENTION_OWN_FALLBACK = "except ImportError"
 
 
 def _torch_index_first_axis(tensor, indices):
@@ -245,19 +259,20 @@ setattr(_torch_attention_functions, _MARK, True)
 
 
 def apply_attention_fallback() -> bool:
-    """On :data:`ATTENTION_FALLBACK_VERL` without flash-attn, use the torch padding helpers; return whether applied."""
+    """Without flash-attn, where verl has no torch fallback of its own, use ours; return whether applied."""
     import importlib.util
 
-    import verl
-
-    if verl.__version__ not in ATTENTION_FALLBACK_VERL or importlib.util.find_spec("flash_attn") is not None:
+    if importlib.util.find_spec("flash_attn") is not None:
         return False
     import verl.utils.attention_utils as attention_utils
 
     current = attention_utils._get_attention_functions
     if getattr(current, _MARK, False):
         return True
-    if ATTENTION_IMPORT not in inspect.getsource(current):
+    source = inspect.getsource(current)
+    if ATTENTION_IMPORT in source and ATTENTION_OWN_FALLBACK in source:
+        return False  # verl falls back to torch itself (0.9.1 on)
+    if ATTENTION_IMPORT not in source:
         raise VerlInternalsChanged(
             f"verl-dgpo's CPU support: verl.utils.attention_utils._get_attention_functions no longer contains "
             f"{ATTENTION_IMPORT!r}"
