@@ -31,7 +31,7 @@ Definitions (per loss call, i.e. per update; ``r`` from the masked log-ratio cla
 :func:`region_metrics` logs ``actor/<method>_pi_weight_max`` with the region fractions (an ``exp``, a
 product and an ``amax`` more: no sort, no extra device-to-host copy). The percentiles and the decile need
 sorts, which cost more than the loss itself on long batches; :func:`pi_weight_distribution` computes all
-four for studies that want them (``experiments/method_comparison``), also with a single copy to the host.
+four for studies that want them, also with a single copy to the host.
 """
 
 from __future__ import annotations
