@@ -78,7 +78,8 @@ def measured_weight(loss_fn: Callable, old_log_prob: torch.Tensor, log_prob: tor
     depend on r. At ``log_prob = old_log_prob`` (``r ≡ 1``) every method here has ``w = 1`` (on-policy they
     all reduce to the plain policy gradient; SAPO's gate has slope 1/4·4 there), so that second gradient is
     ``g0_t = -c_t·A_t`` and ``w_t = g_t / g0_t``. Both come from two extra calls of the loss on detached copies
-    (no rollout correction weights); tokens with ``A = 0`` or masked get 0.
+    (no rollout correction weights); tokens with ``A = 0`` or masked get 0. The value carries the host's own
+    rounding (its ratio in the trainer's precision), so a closed-form 1 can read e.g. 1.002.
     """
     grads = []
     with torch.enable_grad():

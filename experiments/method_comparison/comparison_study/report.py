@@ -392,7 +392,9 @@ def pi_weight_section(runs) -> str:
         "w / r is its weight on A·∇π in units of 1/π_old (1 on-policy). Out-of-region: tokens with A ≠ 0 and r "
         "outside [1-ε_low, 1+ε_high]; decile: the tenth of tokens with A ≠ 0 whose π_old is lowest (definitions: "
         "verl_dgpo/loss_metrics.py). Each step logs the largest value over its updates; the table gives the "
-        "largest over all steps and seeds and, in brackets, the median over steps and seeds (0: no such token).",
+        "largest over all steps and seeds and, in brackets, the median over steps and seeds (0: no such token). "
+        "Being measured in the trainer's own precision, a value whose closed form is 1 (GRPO, DGPO inside the "
+        "region, on LP/HN) can read a few parts in a thousand above it.",
         "", *lines])
 
 
