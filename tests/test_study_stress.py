@@ -228,3 +228,13 @@ def test_committed_regime_is_the_rules_output_on_the_committed_pilot_csvs():
         assert committed["choice"]["schedule"] == first
     for p in committed["pilots"]:
         assert p["steps"] == regime.PILOT_STEPS and not math.isnan(p["out_frac_mean"])
+
+
+def test_stress_report_in_a_folder_without_the_pilot_says_so(tmp_path):
+    out = str(tmp_path)
+    for method, by_seed in _stress_runs(50.0, -0.2, 3.0).items():
+        _write(out, method, 0, by_seed[0])
+    settings = report.ReportSettings(final_window=1, claims_min_steps=3, pi_weight=True, regime_file="pilot/regime.json")
+    text = open(report.write_report(out, ["grpo", "cispo"], [0], settings, steps=3)).read()
+    assert "No pilot record in this folder (pilot/regime.json)" in text
+

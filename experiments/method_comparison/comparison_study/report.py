@@ -401,6 +401,9 @@ def pi_weight_section(runs) -> str:
 def regime_section(out_dir: str, settings: ReportSettings) -> str:
     """The update schedule the pre-registered pilot rule chose, with the pilot's values and the step rule."""
     path = os.path.join(out_dir, settings.regime_file)
+    if not os.path.exists(path):  # a reduced study in another folder: the pilot lives with the study's results
+        return (f"## The regime (pre-registered pilot rule)\n\nNo pilot record in this folder ({settings.regime_file}); "
+                "the stress study's is experiments/method_comparison/results/stress/pilot/regime.json.")
     with open(path) as f:
         record = json.load(f)
     rules = record["rules"]
