@@ -138,6 +138,7 @@ def test_committed_run_records_hold_no_absolute_path():
     import glob
 
     records = glob.glob(os.path.join(EXPERIMENT, "results", "*", "runs", "*", "*", runs.RUN_RECORD))
+    records += glob.glob(os.path.join(EXPERIMENT, "results", "*", "pilot", "*", "runs", "*", "*", runs.RUN_RECORD))
     assert records
     for path in records:
         text = open(path).read()

@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     p.add_argument("--config", choices=sorted(CONFIGS), required=True)
     args = p.parse_args(argv)
     config = CONFIGS[args.config]
+    if config is None:
+        print(f"error: --config {args.config}: its regime is not chosen yet (run pilot.py first)", file=sys.stderr)
+        return 2
     measured = []
     for record_path in sorted(glob.glob(os.path.join(args.measured, "runs", "*", "*", "run.json"))):
         with open(record_path) as f:

@@ -3,6 +3,7 @@
 
     python experiments/method_comparison/run.py --config long --out experiments/method_comparison/results/long
     python experiments/method_comparison/run.py --out experiments/method_comparison/results/short --report-only
+    python experiments/method_comparison/run.py --config stress --out experiments/method_comparison/results/stress
     python experiments/method_comparison/run.py --config short --out /tmp/mc --methods grpo dgpo --seeds 0 --steps 3
 
 Steps: (1) the study's configuration is recorded in ``<out>/study.json`` (a folder that already holds one
@@ -29,7 +30,7 @@ for path in (EXPERIMENT_DIR, REPO_ROOT):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from comparison_study.configs import CONFIGS, StudyConfig, read_record, write_record  # noqa: E402
+from comparison_study.configs import CONFIGS, PILOT_DIR, StudyConfig, read_record, write_record  # noqa: E402
 from comparison_study.report import write_report  # noqa: E402
 from comparison_study.runs import METHODS, RunSpec, StudyError, run_one  # noqa: E402
 from comparison_study.warm_start import SPEC_FILE, WarmStartError, ensure_warm_start, load_record  # noqa: E402
@@ -71,6 +72,9 @@ def resolve_config(args) -> StudyConfig:
     if args.report_only:
         fail(f"--report-only needs {args.out}/study.json (the study's recorded settings)")
     config = CONFIGS[args.config or "short"]
+    if config is None:
+        fail(f"--config {args.config}: its regime is not chosen yet (no {os.path.relpath(PILOT_DIR, REPO_ROOT)}/regime.json "
+             "with a decided schedule); run the pilot first: python experiments/method_comparison/pilot.py")
     if args.steps is not None:
         if args.steps < 1:
             fail(f"--steps must be >= 1, got {args.steps}")

@@ -2,7 +2,9 @@
 
 Not part of the ``verl_dgpo`` package and never imported by it. Modules:
 
-- :mod:`~comparison_study.configs` — the ``short`` and ``long`` configurations and the ``study.json`` record;
+- :mod:`~comparison_study.configs` — the ``short``, ``long`` and ``stress`` configurations and the ``study.json`` record;
+- :mod:`~comparison_study.regime` — the stress study's pre-registered rules: which update schedule (pilot
+  rule) and how many steps (step rule);
 - :mod:`~comparison_study.warm_start` — supervised warm start of the tiny model on the copy-digits task,
   stopped in a held-out accuracy band, its weights checked against a recorded sha256;
 - :mod:`~comparison_study.plugin` — the verl plugin of the runs (``study_<loss>`` wrapper losses that add

@@ -13,11 +13,15 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+from comparison_study import regime
 from comparison_study.report import ReportSettings
-from comparison_study.runs import METHODS, StudySettings
+from comparison_study.runs import EXPERIMENT_DIR, SEVEN_METHODS, StudySettings
 from comparison_study.warm_start import WarmStartSpec
 
 RECORD_FILE = "study.json"
+#: the stress study's folder, and its pilot's (``pilot.py``), whose ``regime.json`` fixes the stress settings.
+STRESS_DIR = os.path.join(EXPERIMENT_DIR, "results", "stress")
+PILOT_DIR = os.path.join(STRESS_DIR, "pilot")
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class StudyConfig:
 
 SHORT = StudyConfig(
     name="short",
-    methods=tuple(METHODS),
+    methods=SEVEN_METHODS,
     seeds=(0, 1, 2),
     settings=StudySettings(steps=20, digits=3),
     warm_start=WarmStartSpec(digits=3),
@@ -61,7 +65,7 @@ SHORT = StudyConfig(
 
 LONG = StudyConfig(
     name="long",
-    methods=tuple(METHODS),
+    methods=SEVEN_METHODS,
     seeds=(0, 1, 2, 3, 4),
     settings=StudySettings(steps=150, digits=6, max_response_length=7, mini_batches=4, ppo_epochs=1),
     warm_start=WarmStartSpec(digits=6, heldout_size=500, target_accuracy=0.2, max_accuracy=0.4,
@@ -70,7 +74,33 @@ LONG = StudyConfig(
     description="6-digit copy from a warm start at 0.2-0.4 sampled accuracy; 150 steps x 5 seeds.",
 )
 
-CONFIGS = {config.name: config for config in (SHORT, LONG)}
+
+
+def stress_config(pilot_dir: str = PILOT_DIR) -> StudyConfig | None:
+    """The stress study: the long study's settings with the schedule and step count that the pre-registered
+    rules (:mod:`comparison_study.regime`) chose from the pilot's ``regime.json``; None until they have."""
+    record = regime.read_regime(pilot_dir)
+    if record is None or "study" not in record:
+        return None
+    study = record["study"]
+    return StudyConfig(
+        name="stress",
+        methods=regime.STUDY_METHODS,
+        seeds=regime.STUDY_SEEDS,
+        settings=StudySettings(steps=study["steps"], digits=6, max_response_length=7,
+                               mini_batches=study["mini_batches"], ppo_epochs=study["ppo_epochs"]),
+        warm_start=LONG.warm_start,
+        report=ReportSettings(threshold=0.6, threshold_window=10, final_window=20, claims_min_steps=regime.MIN_STEPS,
+                              pi_weight=True, regime_file="pilot/regime.json"),
+        description=(f"The long study's task and warm start, updated further off policy: {study['ppo_epochs']} PPO "
+                     f"epochs x {study['mini_batches']} mini-batches per step, the schedule the pre-registered pilot "
+                     f"rule chose (below); {study['steps']} steps x {len(regime.STUDY_SEEDS)} seeds x "
+                     f"{len(regime.STUDY_METHODS)} methods (verl's sapo added)."),
+    )
+
+
+#: ``stress`` is None until the pilot's rules have chosen its regime (``pilot.py``).
+CONFIGS = {"short": SHORT, "long": LONG, "stress": stress_config()}
 
 
 def read_record(out_dir: str) -> StudyConfig | None:

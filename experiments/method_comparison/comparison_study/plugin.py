@@ -4,7 +4,8 @@ Loaded only in the comparison's runs, in every process, through ``VERL_USE_EXTER
 (set by :func:`comparison_study.runs.run_environment`; the experiment folder is put on ``PYTHONPATH``).
 For every loss ``name`` in :data:`WRAPPED`, importing this module registers ``study_<name>`` with verl's
 ``register_policy_loss``: it calls verl's registered ``name`` unchanged and adds the metrics of
-:mod:`comparison_study.probe` to the metrics that loss returns. No verl function or attribute is replaced;
+:mod:`comparison_study.probe` to the metrics that loss returns (among them the weight on ∇π, measured from
+that loss's own gradient by :func:`comparison_study.probe.measured_weight`). No verl function or attribute is replaced;
 importing :mod:`verl_dgpo` never imports this module.
 """
 
@@ -16,8 +17,8 @@ from verl.trainer.ppo import core_algos
 
 from comparison_study import probe
 
-#: verl policy-loss names that get a ``study_`` wrapper (``vanilla`` is what ``grpo`` names).
-WRAPPED = ("vanilla", "cispo", "gppo", "ce_gppo", "aspo", "dgpo")
+#: verl policy-loss names that get a ``study_`` wrapper (``vanilla`` is what ``grpo`` names; ``sapo`` is verl's own).
+WRAPPED = ("vanilla", "cispo", "gppo", "ce_gppo", "aspo", "dgpo", "sapo")
 PREFIX = "study_"
 
 _STEP = probe.StepExtremes(probe.updates_per_step_from_env() or 1)
@@ -33,12 +34,16 @@ def with_metrics(name: str) -> Callable:
                               rollout_is_weights, **kwargs)
         eps_low, eps_high = probe.trust_region_bounds(config) if config is not None else (0.2, 0.2)
         stats = probe.ratio_stats(old_log_prob, log_prob, advantages, response_mask, eps_low, eps_high)
+        weight = probe.measured_weight(inner, old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
+                                       **kwargs)
+        pi_stats = probe.pi_weight_stats(weight, old_log_prob, log_prob, advantages, response_mask, eps_low, eps_high)
         metrics = dict(metrics)
         metrics.update({key: stats[key] for key in probe.FRACTION_KEYS})
         if probe.updates_per_step_from_env() is None:
             metrics.update({key: stats[key] for key in probe.EXTREME_KEYS})
+            metrics.update(pi_stats)
         else:
-            metrics.update(_STEP.add(stats["study/ratio_max"], stats["study/ratio_min"]))
+            metrics.update(_STEP.add(stats["study/ratio_max"], stats["study/ratio_min"], pi_stats))
         return loss, metrics
 
     study_loss.__name__ = study_loss.__qualname__ = PREFIX + name

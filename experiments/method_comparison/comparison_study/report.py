@@ -12,6 +12,11 @@ Statistics (each is defined in the report's legend too):
   mean reward and final entropy, with the 95% t-interval over seeds (:mod:`comparison_study.stats`);
 - the paper's three claims, each marked by the rule written next to it in the report.
 
+Studies with ``ReportSettings.pi_weight`` (the stress study) add, from the ``pi_weight_*`` columns: a table of
+the weight on ∇π in units of 1/π_old (``w / r``; definitions in :mod:`verl_dgpo.loss_metrics`), its figure,
+the paired difference of the peak grad norm, the regime the pilot chose with the pilot's values, and judge
+claim 2 by :func:`claim2_by_pi_weight` instead of by the max ratio. The other studies' reports are unchanged.
+
 Figures: one PNG per column of :data:`FIGURES`, one panel per method; each seed's curve smoothed over the
 trailing ``threshold_window`` steps, then per step the mean over seeds (line) and the band from the seeds'
 min to max, the reference method's mean dashed in the other panels; rendered with matplotlib's Agg backend
@@ -43,6 +48,9 @@ FIGURES = {
     "grad_norm": ("grad_norm", "gradient norm", "mean"),
     "out_frac": ("out_frac", "out-of-trust-region fraction of tokens", "mean"),
 }
+#: the stress study's extra figure (studies with ``ReportSettings.pi_weight``).
+PI_WEIGHT_FIGURE = {"pi_weight_max": ("pi_weight_max", "largest weight on ∇π (w/r, units of 1/π_old) over "
+                                                       "out-of-trust-region tokens, per step (log scale)", "max")}
 FIGURE_DIR = "figures"
 PNG_METADATA = {"Software": None}
 
@@ -54,6 +62,12 @@ class ReportSettings:
     final_window: int = 5
     #: below this many steps the claims are marked "cannot tell at this scale" whatever the rule reads.
     claims_min_steps: int = 150
+    #: the stress study: report the weight on ∇π and judge claim 2 by it (:func:`claim2_by_pi_weight`).
+    pi_weight: bool = False
+    #: claim 2's divergence bound on a run's largest ``pi_weight_max`` (10 x the on-policy weight 1/π_old).
+    pi_weight_diverge: float = 10.0
+    #: the pilot's ``regime.json``, relative to the study folder ("" when the study has none).
+    regime_file: str = ""
 
 
 def load_runs(out_dir: str, methods, seeds) -> dict[str, dict[int, list[dict]]]:
@@ -107,7 +121,8 @@ def _finite(values):
 def per_seed(by_seed: dict[int, list[dict]], settings: ReportSettings) -> dict[str, dict[int, float]]:
     """Per-seed scalars: final reward, mean reward, final entropy, max ratio."""
     w = settings.final_window
-    out = {"final_reward": {}, "mean_reward": {}, "final_entropy": {}, "max_ratio": {}}
+    out = {"final_reward": {}, "mean_reward": {}, "final_entropy": {}, "max_ratio": {}, "peak_grad_norm": {},
+           "max_pi_weight": {}}
     for seed, rows in by_seed.items():
         rewards = [r["reward"] for r in rows]
         out["final_reward"][seed] = statistics.fmean(rewards[-w:])
@@ -115,6 +130,10 @@ def per_seed(by_seed: dict[int, list[dict]], settings: ReportSettings) -> dict[s
         out["final_entropy"][seed] = statistics.fmean([r["entropy"] for r in rows][-w:])
         ratios = _finite([r["ratio_max"] for r in rows])
         out["max_ratio"][seed] = max(ratios) if ratios else math.nan
+        grads = _finite([r["grad_norm"] for r in rows])
+        out["peak_grad_norm"][seed] = max(grads) if grads else math.nan
+        pi = _finite([r.get("pi_weight_max", math.nan) for r in rows])
+        out["max_pi_weight"][seed] = max(pi) if pi else math.nan
     return out
 
 
@@ -153,6 +172,11 @@ def summary_table(runs, settings: ReportSettings, budget: int, reference: str = 
 
 
 PAIRED_METRICS = (("final_reward", "final reward"), ("mean_reward", "mean reward (area)"), ("final_entropy", "final entropy"))
+PEAK_GRAD_NORM = ("peak_grad_norm", "peak grad norm")
+
+
+def paired_metrics(settings: ReportSettings) -> tuple:
+    return PAIRED_METRICS + ((PEAK_GRAD_NORM,) if settings.pi_weight else ())
 
 
 def paired_differences(runs, settings: ReportSettings, reference: str = REFERENCE_METHOD) -> dict:
@@ -165,7 +189,7 @@ def paired_differences(runs, settings: ReportSettings, reference: str = REFERENC
         if method == reference:
             continue
         mine = per_seed(by_seed, settings)
-        out[method] = {key: paired_difference(mine[key], ref[key]) for key, _ in PAIRED_METRICS}
+        out[method] = {key: paired_difference(mine[key], ref[key]) for key, _ in paired_metrics(settings)}
     return out
 
 
@@ -178,11 +202,11 @@ def _interval(d: Optional[PairedDifference]) -> str:
     return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] ({seeds})"
 
 
-def paired_table(diffs: dict, reference: str = REFERENCE_METHOD) -> str:
-    head = f"| method − {reference} | " + " | ".join(label for _, label in PAIRED_METRICS) + " |"
-    lines = [head, "|" + "---|" * (len(PAIRED_METRICS) + 1)]
+def paired_table(diffs: dict, reference: str = REFERENCE_METHOD, metrics=PAIRED_METRICS) -> str:
+    head = f"| method − {reference} | " + " | ".join(label for _, label in metrics) + " |"
+    lines = [head, "|" + "---|" * (len(metrics) + 1)]
     for method, by_metric in diffs.items():
-        lines.append(f"| {method} | " + " | ".join(_interval(by_metric[key]) for key, _ in PAIRED_METRICS) + " |")
+        lines.append(f"| {method} | " + " | ".join(_interval(by_metric[key]) for key, _ in metrics) + " |")
     return "\n".join(lines)
 
 
@@ -209,31 +233,13 @@ def claims(runs, settings: ReportSettings, steps: int, diffs: dict) -> list[tupl
         f"{reading}: {_interval(d)}", verdict(reading), "[entropy](figures/entropy.png)"))
 
     # 2. soft clipping's weights diverge and destabilise
-    per_method = []
-    for method in SOFT_CLIPS:
-        if method not in runs or HARD_CLIP not in runs:
-            continue
-        seeds = sorted(set(scalars[method]["max_ratio"]) & set(scalars[HARD_CLIP]["max_ratio"]))
-        higher = sum(scalars[method]["max_ratio"][s] > scalars[HARD_CLIP]["max_ratio"][s] for s in seeds)
-        reward = diffs[method]["final_reward"]
-        diverge = higher == len(seeds)
-        if diverge and reward.sign() < 0:
-            m_reading = HOLDS
-        elif higher == 0 or reward.sign() > 0:
-            m_reading = NOT
-        else:
-            m_reading = CANNOT
-        per_method.append((method, m_reading, f"{method}: max ratio above {HARD_CLIP}'s in {higher}/{len(seeds)} seeds, "
-                                               f"final reward {_interval(reward)} → {m_reading}"))
-    readings = {r for _, r, _ in per_method}
-    reading = HOLDS if readings == {HOLDS} else NOT if readings == {NOT} else CANNOT
-    rows.append((
-        "Soft clipping's weights diverge as probabilities vanish and destabilise training.",
-        f"per soft clip ({', '.join(SOFT_CLIPS)}): max ratio above {HARD_CLIP}'s in every seed and final-reward "
-        f"interval below {HARD_CLIP}'s → holds; above in no seed or reward interval above 0 → does not hold; "
-        "holds overall when it holds for every one, does not hold when for none, else cannot tell.",
-        f"{reading}: " + "; ".join(text for _, _, text in per_method), verdict(reading),
-        "[ratio](figures/ratio_max.png), [reward](figures/reward.png), [grad norm](figures/grad_norm.png)"))
+    if settings.pi_weight:
+        claim, rule, reading_text, reading = claim2_by_pi_weight(runs, settings, diffs)
+        rows.append((claim, rule, reading_text, verdict(reading),
+                     "[∇π weight](figures/pi_weight_max.png), [reward](figures/reward.png), "
+                     "[grad norm](figures/grad_norm.png)"))
+    else:
+        rows.append(claim2_by_max_ratio(runs, scalars, diffs, verdict))
 
     # 3. DGPO explores without diverging
     entropy = diffs.get(DGPO, {}).get("final_entropy")
@@ -264,6 +270,87 @@ def claims(runs, settings: ReportSettings, steps: int, diffs: dict) -> list[tupl
     return rows
 
 
+def claim2_by_max_ratio(runs, scalars, diffs, verdict) -> tuple[str, str, str, str, str]:
+    """Claim 2 as the short and long studies judge it: by the max ratio and the final reward."""
+    per_method = []
+    for method in SOFT_CLIPS:
+        if method not in runs or HARD_CLIP not in runs:
+            continue
+        seeds = sorted(set(scalars[method]["max_ratio"]) & set(scalars[HARD_CLIP]["max_ratio"]))
+        higher = sum(scalars[method]["max_ratio"][s] > scalars[HARD_CLIP]["max_ratio"][s] for s in seeds)
+        reward = diffs[method]["final_reward"]
+        diverge = higher == len(seeds)
+        if diverge and reward.sign() < 0:
+            m_reading = HOLDS
+        elif higher == 0 or reward.sign() > 0:
+            m_reading = NOT
+        else:
+            m_reading = CANNOT
+        per_method.append((method, m_reading, f"{method}: max ratio above {HARD_CLIP}'s in {higher}/{len(seeds)} seeds, "
+                                               f"final reward {_interval(reward)} → {m_reading}"))
+    readings = {r for _, r, _ in per_method}
+    reading = HOLDS if readings == {HOLDS} else NOT if readings == {NOT} else CANNOT
+    return (
+        "Soft clipping's weights diverge as probabilities vanish and destabilise training.",
+        f"per soft clip ({', '.join(SOFT_CLIPS)}): max ratio above {HARD_CLIP}'s in every seed and final-reward "
+        f"interval below {HARD_CLIP}'s → holds; above in no seed or reward interval above 0 → does not hold; "
+        "holds overall when it holds for every one, does not hold when for none, else cannot tell.",
+        f"{reading}: " + "; ".join(text for _, _, text in per_method), verdict(reading),
+        "[ratio](figures/ratio_max.png), [reward](figures/reward.png), [grad norm](figures/grad_norm.png)")
+
+
+def claim2_by_pi_weight(runs, settings: ReportSettings, diffs: dict) -> tuple[str, str, str, str]:
+    """Claim 2 by the paper's own quantity, the weight on ∇π, and by training stability (pre-registered).
+
+    Per soft clip S (cispo, gppo, ce_gppo), against GRPO over the seeds both ran:
+
+    - **weights**: per seed, S's largest per-step ``pi_weight_max`` of the run (the largest ``w / r`` of any
+      out-of-trust-region token in any update). *Diverge* when it is >= ``pi_weight_diverge`` (10: ten times
+      the on-policy weight 1/π_old, which GRPO's and DGPO's weights never exceed) in every seed; *bounded*
+      when it is below in every seed;
+    - **stability**: the paired S − GRPO final reward and peak grad norm (per seed the largest per-step
+      ``grad_norm``), 95% t-intervals. *Destabilised* when the final-reward interval lies below 0 or the
+      peak-grad-norm interval above 0;
+    - S: **does not hold** when its weights stay bounded or its final-reward interval lies above 0 (checked
+      first: a soft clip that trains better than GRPO is not destabilised, whatever its grad norm); else
+      **holds** when its weights diverge and training is destabilised; else **cannot tell**.
+
+    Overall: holds when it holds for every soft clip, does not hold when it does not hold for every one,
+    else cannot tell. Returns (claim, rule, reading, verdict before the scale check).
+    """
+    bound = settings.pi_weight_diverge
+    scalars = {m: per_seed(by_seed, settings) for m, by_seed in runs.items()}
+    per_method = []
+    for method in SOFT_CLIPS:
+        if method not in runs or HARD_CLIP not in runs:
+            continue
+        seeds = sorted(set(scalars[method]["max_pi_weight"]) & set(scalars[HARD_CLIP]["max_pi_weight"]))
+        values = [scalars[method]["max_pi_weight"][s] for s in seeds]
+        over = sum(v >= bound for v in values)  # nan (no pi-weight logged) counts as neither over nor under
+        under = sum(v < bound for v in values)
+        reward, grad = diffs[method]["final_reward"], diffs[method]["peak_grad_norm"]
+        destabilised = reward.sign() < 0 or grad.sign() > 0
+        if (seeds and under == len(seeds)) or reward.sign() > 0:
+            m_reading = NOT
+        elif seeds and over == len(seeds) and destabilised:
+            m_reading = HOLDS
+        else:
+            m_reading = CANNOT
+        largest = ", ".join(f"{v:.3g}" for v in values)
+        per_method.append((m_reading, f"{method}: largest ∇π weight ≥ {bound:g} in {over}/{len(seeds)} seeds "
+                                      f"({largest}), final reward {_interval(reward)}, peak grad norm "
+                                      f"{_interval(grad)} → {m_reading}"))
+    readings = {r for r, _ in per_method}
+    reading = HOLDS if readings == {HOLDS} else NOT if readings == {NOT} else CANNOT
+    rule = (f"per soft clip ({', '.join(SOFT_CLIPS)}), against {HARD_CLIP}: its run's largest ∇π weight (w/r over "
+            f"out-of-trust-region tokens, units of 1/π_old) < {bound:g} in every seed, or final-reward interval "
+            f"above 0 → does not hold; otherwise largest ∇π weight ≥ {bound:g} in every seed and (final-reward "
+            "interval below 0 or peak-grad-norm interval above 0) → holds; else cannot tell. Holds overall when it "
+            "holds for every soft clip, does not hold overall when it does not hold for every one, else cannot tell.")
+    return ("Soft clipping's weights diverge as probabilities vanish and destabilise training.", rule,
+            f"{reading}: " + "; ".join(text for _, text in per_method), reading)
+
+
 def claims_table(rows) -> str:
     lines = ["| claim (paper) | verdict | rule | what the rule reads here | figure |", "|---|---|---|---|---|"]
     for claim, rule, reading, verdict, figure in rows:
@@ -282,6 +369,58 @@ def diagnostics_table(runs) -> str:
         cells = [f"{statistics.fmean(_finite([r[c] for rows in by_seed.values() for r in rows])):.4f}"
                  for c, _ in DIAGNOSTIC_COLUMNS]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+PI_WEIGHT_COLUMNS = ("pi_weight_max", "pi_weight_p99", "pi_weight_low_decile_max", "pi_weight_low_decile_p99")
+
+
+def pi_weight_section(runs) -> str:
+    """Per method, the weight on ∇π (units of 1/π_old): largest and median per-step value of each statistic."""
+    head = ("| method | out-of-region max: largest (median per step) | out-of-region p99: largest (median) "
+            "| lowest-π_old decile max: largest (median) | decile p99: largest (median) |")
+    lines = [head, "|" + "---|" * 5]
+    for method, by_seed in runs.items():
+        cells = []
+        for column in PI_WEIGHT_COLUMNS:
+            values = _finite([r.get(column, math.nan) for rows in by_seed.values() for r in rows])
+            cells.append(f"{max(values):.3g} ({statistics.median(values):.3g})" if values else "-")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join([
+        "## The weight on ∇π (w / r, in units of 1/π_old)", "",
+        "Per update, w is the weight the method's loss puts on A·∇log π, measured from the loss's own gradient; "
+        "w / r is its weight on A·∇π in units of 1/π_old (1 on-policy). Out-of-region: tokens with A ≠ 0 and r "
+        "outside [1-ε_low, 1+ε_high]; decile: the tenth of tokens with A ≠ 0 whose π_old is lowest (definitions: "
+        "verl_dgpo/loss_metrics.py). Each step logs the largest value over its updates; the table gives the "
+        "largest over all steps and seeds and, in brackets, the median over steps and seeds (0: no such token). "
+        "Being measured in the trainer's own precision, a value whose closed form is 1 (GRPO, DGPO inside the "
+        "region, on LP/HN) can read a few parts in a thousand above it.",
+        "", *lines])
+
+
+def regime_section(out_dir: str, settings: ReportSettings) -> str:
+    """The update schedule the pre-registered pilot rule chose, with the pilot's values and the step rule."""
+    path = os.path.join(out_dir, settings.regime_file)
+    if not os.path.exists(path):  # a reduced study in another folder: the pilot lives with the study's results
+        return (f"## The regime (pre-registered pilot rule)\n\nNo pilot record in this folder ({settings.regime_file}); "
+                "the stress study's is experiments/method_comparison/results/stress/pilot/regime.json.")
+    with open(path) as f:
+        record = json.load(f)
+    rules = record["rules"]
+    lines = ["## The regime (pre-registered pilot rule)", "",
+             f"Candidates (PPO epochs x mini-batches per step) {', '.join(rules['candidates'])}, each piloted with "
+             f"{rules['pilot_method']} alone on seed {rules['pilot_seed']} (not a study seed) for {rules['pilot_steps']} "
+             f"steps; the study uses the smallest whose mean out-of-trust-region fraction is ≥ "
+             f"{rules['out_frac_threshold']:.0%} ([{settings.regime_file}]({settings.regime_file}); CSVs under "
+             f"[pilot/](pilot/)).", "",
+             "| schedule | pilot mean out-of-region frac | steps | wall s |", "|---|---|---|---|"]
+    for pilot in record["pilots"]:
+        lines.append(f"| {pilot['schedule']} | {pilot['out_frac_mean']:.4f} | {pilot['steps']} | {pilot['wall_s']:.0f} |")
+    lines += ["", f"Choice: {record['choice']['reason']}."]
+    if not record["choice"]["reached"]:
+        lines.append("**The threshold was not reached**: this study is less off-policy than the rule asked for.")
+    if "study" in record:
+        lines.append(f"Steps (step rule, from the chosen pilot's timing): {record['study']['reason']}.")
     return "\n".join(lines)
 
 
@@ -341,7 +480,11 @@ def curves(runs, column: str, window: int = 1, how: str = "mean"):
     return out
 
 
-def plot(runs, out_dir: str, window: int = 1, reference: str = REFERENCE_METHOD) -> list[str]:
+def figures_of(settings: ReportSettings) -> dict:
+    return {**FIGURES, **PI_WEIGHT_FIGURE} if settings.pi_weight else FIGURES
+
+
+def plot(runs, out_dir: str, window: int = 1, reference: str = REFERENCE_METHOD, figures: dict = FIGURES) -> list[str]:
     """One PNG per :data:`FIGURES` entry under ``out_dir/figures``, one panel per method with the
     ``reference`` method's mean as a dashed line in the others; returns the paths."""
     import matplotlib
@@ -354,7 +497,7 @@ def plot(runs, out_dir: str, window: int = 1, reference: str = REFERENCE_METHOD)
     cols = min(4, len(methods))
     rows_ = math.ceil(len(methods) / cols)
     paths = []
-    for column, (stem, title, how) in FIGURES.items():
+    for column, (stem, title, how) in figures.items():
         data = curves(runs, column, window, how)
         fig, axes = plt.subplots(rows_, cols, figsize=(3.2 * cols, 2.6 * rows_ + 0.6), sharex=True, sharey=True,
                                  squeeze=False)
@@ -368,6 +511,8 @@ def plot(runs, out_dir: str, window: int = 1, reference: str = REFERENCE_METHOD)
             ax.grid(alpha=0.3)
             if column == "ratio_max":
                 ax.set_yscale("log")
+            elif column == "pi_weight_max":
+                ax.set_yscale("log", nonpositive="mask")  # a step without out-of-region tokens logs 0
         for ax in list(axes.flat)[len(methods):]:
             ax.axis("off")
         for ax in axes[-1]:
@@ -389,17 +534,22 @@ def write_report(out_dir: str, methods, seeds, settings: ReportSettings, steps: 
     runs = load_runs(out_dir, methods, seeds)
     if not runs:
         raise FileNotFoundError(f"no run CSV under {out_dir}/runs for methods {list(methods)} and seeds {list(seeds)}")
-    plot(runs, out_dir, settings.threshold_window)
+    figures = figures_of(settings)
+    plot(runs, out_dir, settings.threshold_window, figures=figures)
     diffs = paired_differences(runs, settings)
     parts = [
         header.rstrip(),
+        regime_section(out_dir, settings) if settings.regime_file else "",
         completeness(runs, run_wall_times(out_dir, runs), methods, seeds, steps),
         "## Per method\n\n" + summary_table(runs, settings, steps),
         legend(settings, steps),
-        f"## Paired differences against {REFERENCE_METHOD} (per seed)\n\n" + paired_table(diffs),
+        pi_weight_section(runs) if settings.pi_weight else "",
+        f"## Paired differences against {REFERENCE_METHOD} (per seed)\n\n"
+        + paired_table(diffs, metrics=paired_metrics(settings))
+        + ("\n\n- peak grad norm: per seed the largest per-step actor/grad_norm of the run." if settings.pi_weight else ""),
         "## The paper's claims\n\n" + claims_table(claims(runs, settings, steps, diffs)),
         "## Curves\n\n" + curves_legend(settings) + "\n\n"
-        + "\n".join(f"![{title}]({FIGURE_DIR}/{stem}.png)" for stem, title, _ in FIGURES.values()),
+        + "\n".join(f"![{title}]({FIGURE_DIR}/{stem}.png)" for stem, title, _ in figures.values()),
         "## Trust-region regions (means over steps and seeds; LN: A<0, r<1-ε_low; HP: A>0, r>1+ε_high; "
         "LP: A>0, r<1-ε_low; HN: A<0, r>1+ε_high)\n\n" + diagnostics_table(runs),
     ]

@@ -47,7 +47,12 @@ METHODS: dict[str, list[str]] = {
     "aspo": ["algorithm.policy_loss=study_aspo"],
     "dgpo": ["algorithm.policy_loss=study_dgpo", "algorithm.dgpo.n=1", "algorithm.dgpo.m=2"],
     "dgpo_n2": ["algorithm.policy_loss=study_dgpo", "algorithm.dgpo.n=2", "algorithm.dgpo.m=2"],
+    # verl's own SAPO soft gate at verl's defaults (actor.tau_pos=1.0, tau_neg=1.05; verl's loss aggregates it
+    # seq-mean-token-mean whatever loss_agg_mode says); a method of the stress study only
+    "sapo": ["algorithm.policy_loss=study_sapo"],
 }
+#: the seven methods of the short and long studies (``sapo`` came with the stress study).
+SEVEN_METHODS = ("grpo", "cispo", "gppo", "ce_gppo", "aspo", "dgpo", "dgpo_n2")
 #: the reference method of the step-time ratio.
 REFERENCE_METHOD = "grpo"
 
@@ -63,6 +68,12 @@ METRIC_COLUMNS = {
     "ratio_max": "actor/study/ratio_max",
     "ratio_min": "actor/study/ratio_min",
     "grad_norm": "actor/grad_norm",
+    # the weight on ∇π in units of 1/π_old (w/r), each the step's largest over its updates (comparison_study.probe);
+    # absent (nan) in the CSVs of runs made before the stress study
+    "pi_weight_max": "actor/study/pi_weight_max",
+    "pi_weight_p99": "actor/study/pi_weight_p99",
+    "pi_weight_low_decile_max": "actor/study/pi_weight_low_decile_max",
+    "pi_weight_low_decile_p99": "actor/study/pi_weight_low_decile_p99",
     "pg_loss": "actor/pg_loss",
     "response_length": "response_length/mean",
     "step_time": "timing_s/step",
