@@ -14,7 +14,7 @@ from verl.workers.utils.losses import ppo_loss
 import verl_dgpo
 from verl_dgpo import registry
 
-from release.engine_layout import engine_batch
+from verl_dgpo.check import engine_batch
 
 VERL_CONFIG_DIR = os.path.join(os.path.dirname(core_algos.__file__), "..", "config")
 

@@ -206,7 +206,7 @@ def test_engine_ppo_loss_gives_the_closed_form_gradient():
     """``verl.workers.utils.losses.ppo_loss``, as the engine workers call it (flat log-probs, padded data)."""
     from verl.workers.utils.losses import ppo_loss
 
-    from engine_layout import engine_batch
+    from verl_dgpo.check import engine_batch
 
     lengths, width = [4, 2, 5], 5
     mask, old, log_ratio, adv = random_batch(lengths, width, seed=2)
