@@ -170,7 +170,7 @@ if [ "$TOY" = 1 ]; then
     actor_rollout_ref.rollout.name=hf
     actor_rollout_ref.rollout.checkpoint_engine.backend=naive actor_rollout_ref.rollout.free_cache_engine=false
     actor_rollout_ref.rollout.agent.num_workers=1 reward.num_workers=1 data.dataloader_num_workers=0
-    transfer_queue.backend.SimpleStorage.num_data_storage_units=1
+    ++transfer_queue.backend.SimpleStorage.num_data_storage_units=1
   )
   if [ "$NNODES" -gt 1 ]; then
     ARGS+=(+ray_kwargs.ray_init.address=auto)  # the running cluster's own CPUs and logical GPUs
