@@ -39,8 +39,12 @@ case $VERSION in
   0.7.*|0.8.*) EXTRA=("pyarrow<25") ;;
   *) EXTRA=() ;;
 esac
-"$PY" -m pip install -q "${WHEEL:-verl==$VERSION}" "${EXTRA[@]}"
-"$PY" -m pip install -q -e .
+# Two checks may run at once (.ci/run): `pip install -e .` writes verl_dgpo.egg-info into the checkout, so
+# installs take turns (flock, util-linux).
+PIP_LOCK=${TMPDIR:-/tmp}/verl-dgpo-pip.lock
+locked() { if command -v flock >/dev/null; then flock "$PIP_LOCK" "$@"; else "$@"; fi; }
+locked "$PY" -m pip install -q "${WHEEL:-verl==$VERSION}" "${EXTRA[@]}"
+locked "$PY" -m pip install -q -e .
 INSTALLED=$("$PY" -c 'import importlib.metadata as m; print(m.version("verl"))')
 if [ "$INSTALLED" != "$VERSION" ]; then
   say "FAIL: pip install -e . replaced verl $VERSION by $INSTALLED"
@@ -66,12 +70,12 @@ say "tests/test_recipes.py passed ($((SECONDS - T)) s)"
 
 if [ -z "$WHEEL" ]; then
   # Older than the oldest tested release: one line, exit status 2, before hydra or Ray.
-  "$PY" -m pip install -q --no-deps "verl==0.6.1"
+  locked "$PY" -m pip install -q --no-deps "verl==0.6.1"
   set +e
   REFUSAL=$(cd / && env -u VERL_USE_EXTERNAL_MODULES PYTHONPATH="$OLDPWD" "$PY" -m verl_dgpo.main 2>&1)
   STATUS=$?
   set -e
-  "$PY" -m pip install -q --no-deps "verl==$VERSION"
+  locked "$PY" -m pip install -q --no-deps "verl==$VERSION"
   if [ "$STATUS" != 2 ] || [ "$(printf '%s\n' "$REFUSAL" | wc -l)" != 1 ] || [[ $REFUSAL != *"verl==0.6.1"* ]]; then
     say "FAIL: verl 0.6.1 was not refused with one line and status 2 (status $STATUS):"
     printf '%s\n' "$REFUSAL"

@@ -22,3 +22,13 @@ def make_actor_config(loss_mode="dgpo", eps_low=0.2, eps_high=0.28, n=1.0, m=2.0
 @pytest.fixture
 def actor_config_factory():
     return make_actor_config
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup`` (pytest.ini) a test that names no ``xdist_group`` stays with the rest of its
+    file, as under ``--dist loadfile``: one worker runs a file's tests and builds its module-scoped runs once.
+    A slow file whose runs can be split names groups of its own (tests/test_recipes_toy.py)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

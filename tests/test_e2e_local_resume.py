@@ -1,12 +1,12 @@
 """Crash safety end to end: a local run killed with SIGKILL resumes from its last complete checkpoint and
 then logs exactly the metrics an uninterrupted run with the same seed logs.
 
-Four real trainer launches (about a minute each on 2 cores), sharing one uninterrupted reference:
+Three real trainer launches (about a minute each on 2 cores), sharing one uninterrupted reference:
 
 - ``reference``: 4 steps, a checkpoint after every step, never interrupted;
-- ``crashed`` (one folder, three launches): killed (the driver and every process under it, SIGKILL) the
-  moment verl starts writing the step-2 checkpoint; resumed with ``trainer.resume_mode=auto`` and killed
-  again right after step 3 was logged (step 4 under way); resumed again to the end.
+- ``crashed`` (one folder, two launches): killed (the driver and every process under it, SIGKILL) the
+  moment verl starts writing the step-2 checkpoint; resumed with ``trainer.resume_mode=auto`` to the end.
+  (A kill in the middle of a step, between checkpoints, is the TOY=1 DGPO recipe's: tests/test_recipes_toy.py.)
 
 Metrics that depend only on the training computation must be equal exactly: with seeded sampling each
 response is a function of (seed, step, prompt, sample index, weights), the weights, optimizer and
@@ -19,18 +19,17 @@ requests arrived together, which changes the last bits of a float32 forward pass
 import glob
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 
 import pytest
+import torch
 
+import launches  # tests/launches.py (tests/ is on sys.path under pytest)
 from verl_dgpo import checkpoints
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
 COMMON = [
     "local_cpu.task.alphabet='0123456789'",  # the random model still scores now and then: non-zero advantages
@@ -40,75 +39,19 @@ COMMON = [
 ]
 ROLLOUT_SIDE = ("rollout_corr/", "training/rollout_")
 NOT_COMPARED = ("timing_s/", "timing_per_token_ms/", "perf/", "actor/perf/")
-LAUNCH_MARK = "VERL_DGPO_TEST_LAUNCH"
 KILL_ATTEMPTS = 3  # launches tried for a kill that lands during the step-2 checkpoint write
 HARMLESS = ("No supported accelerator", "engine is not available", "Token authentication is enabled", "Disabled critic")
 
 
 def start(out, *overrides):
-    env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM")}
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    token = f"{os.getpid()}-{time.time_ns()}"
-    env[LAUNCH_MARK] = token  # inherited by Ray's GCS, raylet and workers: how kill_tree finds them all
     os.makedirs(out, exist_ok=True)
-    log = open(os.path.join(out, f"launch-{time.time_ns()}.log"), "w+")
     cmd = [sys.executable, "-m", "verl_dgpo.main", "--config-name", "local_cpu", f"local_cpu.output_dir={out}",
            *COMMON, *overrides]
-    proc = subprocess.Popen(cmd, cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    proc.log, proc.token = log, token
-    return proc
+    return launches.start(cmd, out, os.path.join(out, f"launch-{time.time_ns()}.log"), launches.user_env())
 
 
-def output(proc) -> str:
-    proc.log.flush()
-    proc.log.seek(0)
-    return proc.log.read()
-
-
-def finish(proc, timeout=400) -> str:
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc)
-        pytest.fail(f"run did not finish within {timeout} s:\n{output(proc)[-4000:]}")
-    text = output(proc)
-    assert proc.returncode == 0, text[-6000:]
-    return text
-
-
-def marked(token):
-    import psutil
-
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get(LAUNCH_MARK) == token:
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def kill_tree(proc) -> None:
-    """SIGKILL the driver and every process of its run (Ray's GCS, raylet, workers) at once, as a crash would."""
-    import psutil
-
-    try:
-        family = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    for _ in range(3):  # a process started while the first ones were being killed is found by its mark
-        for p in family:
-            try:
-                p.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(family, timeout=30)
-        family = marked(proc.token)
-        if not family:
-            break
-    proc.wait(timeout=60)
-    assert not marked(proc.token), "processes of the killed run survived SIGKILL"
+def finish(proc) -> str:
+    return launches.finish(proc, timeout=400)
 
 
 def metrics_by_step(out) -> dict:
@@ -133,18 +76,6 @@ def newest_metrics_steps(out, since: float) -> list:
     return steps
 
 
-def wait_until(condition, proc, timeout=400, poll=0.001):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"run ended (status {proc.returncode}) before the kill point:\n{output(proc)[-4000:]}")
-        time.sleep(poll)
-    kill_tree(proc)
-    pytest.fail(f"kill point not reached within {timeout} s:\n{output(proc)[-4000:]}")
-
-
 def ckpt_dir(out):
     return os.path.join(out, "checkpoints", "dgpo")
 
@@ -166,25 +97,17 @@ def crashed(tmp_path_factory):
         result = {"out": out, "kill_attempts": attempt + 1}
         proc = start(out)
         step2 = os.path.join(ckpt_dir(out), "global_step_2")
-        wait_until(lambda: os.path.isdir(os.path.join(step2, "actor")), proc)
-        kill_tree(proc)
+        launches.kill_when(lambda: os.path.isdir(os.path.join(step2, "actor")), proc,
+                           armed=lambda: checkpoints.tracker_step(ckpt_dir(out)) == 1)  # fmt: skip
         result["step2_at_kill"] = checkpoints.folder_state(step2)
         result["step2_files_at_kill"] = sorted(os.listdir(step2)) + sorted(os.listdir(os.path.join(step2, "actor")))
-        result["tracker_after_kill1"] = checkpoints.tracker_step(ckpt_dir(out))
+        result["tracker_after_kill"] = checkpoints.tracker_step(ckpt_dir(out))
         if not result["step2_at_kill"][0]:
             break
-    # 2. resumed; killed after step 3 is logged, while step 4 runs
+    # 2. resumed to the end
     started = time.time()
-    proc = start(out, "trainer.resume_mode=auto")
-    wait_until(lambda: 3 in newest_metrics_steps(out, started), proc, poll=0.01)
-    kill_tree(proc)
-    result["resume1_text"] = output(proc)
-    result["resume1_steps"] = sorted(newest_metrics_steps(out, started))
-    result["latest_after_kill2"] = checkpoints.latest_complete(ckpt_dir(out)).step
-    # 3. resumed to the end
-    started = time.time()
-    result["resume2_text"] = finish(start(out, "trainer.resume_mode=auto"))
-    result["resume2_steps"] = sorted(newest_metrics_steps(out, started))
+    result["resume_text"] = finish(start(out, "trainer.resume_mode=auto"))
+    result["resume_steps"] = sorted(newest_metrics_steps(out, started))
     result["steps"] = metrics_by_step(out)
     return result
 
@@ -202,20 +125,17 @@ def test_reference_runs_all_steps_quietly_and_names_the_folders_without_weights(
 def test_the_kill_landed_during_the_checkpoint_write(crashed):
     complete, _ = crashed["step2_at_kill"]
     assert not complete, f"the save had already finished when the kill landed: {crashed['step2_files_at_kill']}"
-    assert crashed["tracker_after_kill1"] == 1
+    assert crashed["tracker_after_kill"] == 1
 
 
-def test_first_resume_starts_after_the_last_complete_checkpoint(crashed):
-    text = crashed["resume1_text"]
+def test_resume_starts_after_the_last_complete_checkpoint_and_finishes(crashed):
+    text = crashed["resume_text"]
     assert "resuming from checkpoint step 1" in text, text[-3000:]
-    assert crashed["resume1_steps"][0] == 2 and 3 in crashed["resume1_steps"]
-    assert crashed["latest_after_kill2"] == 3
-
-
-def test_second_resume_starts_at_step_4_and_finishes(crashed):
-    assert "resuming from checkpoint step 3" in crashed["resume2_text"]
-    assert crashed["resume2_steps"] == [4]
-    assert f"finished: 1 training steps (4..4)" in crashed["resume2_text"]
+    assert crashed["resume_steps"] == [2, 3, 4]
+    assert "finished: 3 training steps (2..4)" in text
+    # the dataloader position came back with the checkpoint: 4 batches drawn by the end, not 1 + 4
+    state = torch.load(os.path.join(ckpt_dir(crashed["out"]), f"global_step_{STEPS}", "data.pt"), weights_only=False)
+    assert state["_num_yielded"] == STEPS
 
 
 def test_resumed_metrics_equal_the_uninterrupted_runs(reference, crashed):

@@ -24,9 +24,10 @@ import sys
 
 import pytest
 
+import launches  # tests/launches.py (tests/ is on sys.path under pytest)
+
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEARNING_STEPS = 12
 N = 8  # actor_rollout_ref.rollout.n of the preset
 VAL_N = 4
@@ -34,8 +35,7 @@ VAL_N = 4
 
 def train(out_dir, *overrides, timeout=900):
     """Run the local preset on v1; return (stdout, {step: metrics of that step's record(s)})."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM")}
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env = launches.user_env()
     os.makedirs(out_dir, exist_ok=True)
     cmd = [sys.executable, "-m", "verl_dgpo.main", "--config-name", "local_cpu", "trainer.use_v1=true",
            f"local_cpu.output_dir={out_dir}", f"trainer.rollout_data_dir={os.path.join(out_dir, 'rollouts')}"]

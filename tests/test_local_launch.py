@@ -126,6 +126,21 @@ def test_ray_init_kwargs_start_a_new_local_cluster_with_a_logical_gpu(local_conf
     assert "env_vars" in kwargs["runtime_env"]
 
 
+def test_a_run_attached_to_a_running_cluster_carries_its_environment_to_the_workers(local_config):
+    from omegaconf import open_dict
+
+    env = {"VERL_FILE_LOGGER_PATH": "/runs/metrics.jsonl", "VERL_PLATFORM": "cpu", "WANDB_MODE": "offline", "HOME": "/root"}
+    assert "VERL_FILE_LOGGER_PATH" not in launch.ray_init_kwargs(local_config, env)["runtime_env"]["env_vars"]
+    with open_dict(local_config):
+        local_config.ray_kwargs.ray_init.address = "auto"
+    kwargs = launch.ray_init_kwargs(local_config, env)
+    assert kwargs["address"] == "auto"
+    carried = kwargs["runtime_env"]["env_vars"]
+    assert {k: carried[k] for k in ("VERL_FILE_LOGGER_PATH", "VERL_PLATFORM", "WANDB_MODE")} == {
+        "VERL_FILE_LOGGER_PATH": "/runs/metrics.jsonl", "VERL_PLATFORM": "cpu", "WANDB_MODE": "offline"}
+    assert "HOME" not in carried  # only the run's own variables, not the whole shell
+
+
 def test_assets_are_written_once_and_rewritten_when_their_spec_changes(tmp_path):
     spec = {"model": {"seed": 0}, "task": {"train_size": 16, "val_size": 4, "digits": 1, "alphabet": "7", "seed": 0}}
     paths = launch.write_assets(str(tmp_path), spec)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from verl_dgpo.local import progress
 
 
@@ -64,9 +66,34 @@ def test_tree_memory_counts_child_processes():
         with open(f"/proc/{os.getpid()}/status") as f:  # the kernel's own figure, read apart from psutil
             own_rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
         assert count >= 2 and rss >= own_rss + 200 * 1024 and 0 < pss <= rss
+        assert progress.tree_memory_kib(os.getpid(), pss=False)[::2] == (pytest.approx(rss, rel=0.05), count)
     finally:
         child.kill()
         child.wait()
+
+
+def test_sampler_reads_pss_at_new_rss_peaks_and_every_few_samples(monkeypatch):
+    trace = iter([100, 120, 110, 110, 110, 130, 90])  # RSS totals of successive samples, KiB
+    calls = []
+
+    def fake_tree(root, pss=True):
+        if pss:
+            calls.append(len(calls))
+            return last[0], last[0] // 2, 3
+        last[0] = next(trace)
+        return last[0], 0, 3
+
+    last = [0]
+    monkeypatch.setattr(progress, "tree_memory_kib", fake_tree)
+    memory = progress.MemorySampler(pss_every=4)
+    read = []
+    for _ in range(7):
+        before = len(calls)
+        memory.sample()
+        read.append(len(calls) > before)
+    # sample 0 (first), 1 (120 > 100), 4 (every 4th), 5 (130 > 120); not 2, 3 or 6
+    assert read == [True, True, False, False, True, True, False]
+    assert (memory.peak_rss_kib, memory.peak_pss_kib, memory.peak_processes) == (130, 65, 3)
 
 
 def test_summary_reports_reward_means_wall_and_peak_memory():

@@ -94,7 +94,7 @@ def run_entry(*args, module="verl_dgpo.main"):
 def test_entry_point_fails_cleanly_before_ray_starts(override, fragment):
     proc = run_entry(override, MICRO)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert f"verl-dgpo: error: " in proc.stderr and fragment in proc.stderr
+    assert "verl-dgpo: error: " in proc.stderr and fragment in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "ray init kwargs" not in proc.stdout + proc.stderr  # verl's run_ppo was never reached
 

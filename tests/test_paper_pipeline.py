@@ -118,6 +118,20 @@ def test_validation_logs_pass_at_k_equal_to_the_estimator_on_the_dumped_samples(
     assert metrics[f"val-core/average/acc/pass@{VAL_N}"] == pytest.approx(sum(per_source) / len(per_source), abs=1e-9)
 
 
+def test_grpo_trains_with_verls_own_vanilla_loss_through_the_same_path(pipeline):
+    """``algorithm.policy_loss=grpo`` is verl's ``vanilla`` loss, run by the preset exactly as DGPO is."""
+    import math
+
+    steps = {}
+    for path in glob.glob(str(pipeline / "runs" / "grpo" / "logs" / "metrics-*.jsonl")):
+        with open(path) as f:
+            steps.update({r["step"]: r["data"] for r in map(json.loads, f) if "timing_s/step" in r["data"]})
+    assert steps
+    for data in steps.values():
+        assert math.isfinite(data["actor/pg_loss"]) and math.isfinite(data["actor/grad_norm"])
+        assert "actor/pg_clipfrac" in data and "actor/dgpo_ln_frac" not in data  # verl's own vanilla loss ran
+
+
 def test_both_trainings_validated_and_saved_hf_weights(pipeline):
     for method in ("dgpo", "grpo"):
         assert glob.glob(str(pipeline / "runs" / method / "checkpoints" / method / "global_step_*" / "actor" / "huggingface" / "model.safetensors"))

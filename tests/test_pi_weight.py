@@ -40,7 +40,7 @@ def sigmoid(x):
 def hand_pi_weight(method, r, a, n=1):
     """w / r of one token with A ≠ 0, from each method's closed form."""
     lo, hi = 1 - EPS_LOW, 1 + EPS_HIGH
-    ln, hp, lp, hn = a < 0 and r < lo, a > 0 and r > hi, a > 0 and r < lo, a < 0 and r > hi
+    ln, hp = a < 0 and r < lo, a > 0 and r > hi
     if method == "grpo":  # PPO clip + dual clip: zero outside on the clipped sides, 1 elsewhere (0 for A<0, r>c)
         return 0.0 if ln or hp or (a < 0 and r > C) else 1.0
     if method == "cispo":  # w = clip(r, 1-ε_l, 1+ε_h) for every token

@@ -1,9 +1,11 @@
 """``TOY=1 bash recipes/run_<method>_1.5b.sh`` trains for real: every method through verl's v1 trainer.
 
-One folder (``TOY_DIR``) holds the shared assets (the warm-started tiny model, the fixture data prepared by
-``scripts/prepare_data.py``). Five methods run one step each; DGPO runs two, is killed (SIGKILL, the
-driver and every process of its run) once its step-1 checkpoint is complete, and is started again with
-the same command, which resumes by the recipe's own setting (verl's ``trainer.resume_mode=auto``).
+Each method's runs use their own ``TOY_DIR`` (the recipe writes the shared assets there: the warm-started
+tiny model, the fixture data prepared by ``scripts/prepare_data.py``), so that the slow tier's workers can
+run two groups of them at once (``xdist_group``). Five methods run one step each; DGPO runs two, is killed
+(SIGKILL, the driver and every process of its run) once its step-1 checkpoint is complete, in the middle
+of step 2, and is started again with the same command, which resumes by the recipe's own setting (verl's
+``trainer.resume_mode=auto``).
 What is checked, per run: the v1 trainer ran (its replay-buffer metrics), ``val-core/.../pass@k`` was
 logged before training and after the last step, the last step's checkpoint is complete, step 1's
 reward is above 0 (the warm start answers in ``\\boxed{}``, so the gradient is not 0); and, for the
@@ -14,81 +16,36 @@ import glob
 import json
 import os
 import re
-import signal
-import subprocess
-import time
 
 import pytest
 
+import launches  # tests/launches.py (tests/ is on sys.path under pytest)
 from verl_dgpo import checkpoints
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ONE_STEP = ("grpo", "cispo", "gppo", "ce_gppo", "aspo")
-LAUNCH_MARK = "VERL_DGPO_TEST_LAUNCH"
 PASS_AT = ("pass@1", "pass@2", "pass@4")  # VAL_N=4 under TOY=1
+#: The group (one TOY_DIR, one slow-tier worker) of each method's runs: DGPO's two launches go with the shorter list.
+GROUP = {"grpo": "toy-a", "cispo": "toy-a", "gppo": "toy-a", "ce_gppo": "toy-b", "aspo": "toy-b", "dgpo": "toy-b"}
+
+
+def in_group(method):
+    return pytest.param(method, marks=pytest.mark.xdist_group(GROUP[method]))
 
 
 def start(toy_dir, method, steps, log_name):
-    env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM")}
-    env.update(PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""), TOY="1", TOY_DIR=toy_dir,
-               TOTAL_TRAINING_STEPS=str(steps))  # fmt: skip
-    env[LAUNCH_MARK] = f"{os.getpid()}-{time.time_ns()}"  # inherited by Ray's processes: how kill_tree finds them
-    log = open(os.path.join(toy_dir, log_name), "w+")
-    proc = subprocess.Popen(["bash", os.path.join(REPO, "recipes", f"run_{method}_1.5b.sh")], cwd=toy_dir, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    proc.log, proc.token, proc.started = log, env[LAUNCH_MARK], time.time()
-    return proc
+    env = launches.user_env(TOY="1", TOY_DIR=toy_dir, TOTAL_TRAINING_STEPS=str(steps))
+    script = os.path.join(launches.REPO, "recipes", f"run_{method}_1.5b.sh")
+    return launches.start(["bash", script], toy_dir, os.path.join(toy_dir, log_name), env)
 
 
-def output(proc):
-    proc.log.flush()
-    proc.log.seek(0)
-    return proc.log.read()
-
-
-def marked(token):
-    import psutil
-
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get(LAUNCH_MARK) == token:
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def kill_tree(proc):
-    import psutil
-
-    for _ in range(3):
-        family = marked(proc.token)
-        for p in family:
-            try:
-                p.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(family, timeout=30)
-    proc.wait(timeout=60)
-    assert not marked(proc.token), "processes of the killed run survived SIGKILL"
-
-
-def finish(proc, timeout=600):
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc)
-        pytest.fail(f"run did not finish within {timeout} s:\n{output(proc)[-4000:]}")
-    text = output(proc)
-    assert proc.returncode == 0, text[-6000:]
-    return text
+def finish(proc):
+    return launches.finish(proc, timeout=600)
 
 
 def run_metrics(toy_dir, since):
-    """{step: metrics} from the file logger of the launch started at ``since`` (the local preset's metrics file)."""
+    """{step: metrics} from the file logger of the launch started at ``since`` (the local preset's metrics file;
+    a group's launches run one after the other)."""
     steps = {}
     for path in glob.glob(os.path.join(toy_dir, "logs", "metrics-*.jsonl")):
         if os.path.getmtime(path) >= since:
@@ -103,35 +60,58 @@ def ckpt_dir(toy_dir, method):
     return os.path.join(toy_dir, "checkpoints", "verl-dgpo", f"{method}-1.5b")
 
 
+_DIRS = {}
+
+
+def _toy_dir(tmp_path_factory, method):
+    """One TOY_DIR per group (its assets are written by the group's first launch and re-used after)."""
+    group = GROUP[method]
+    if group not in _DIRS:
+        _DIRS[group] = str(tmp_path_factory.mktemp(group))
+    return _DIRS[group]
+
+
 @pytest.fixture(scope="module")
-def toy_runs(tmp_path_factory):
-    toy_dir = str(tmp_path_factory.mktemp("toy"))
+def one_step_runs(tmp_path_factory):
+    """{method: its one-step run}, each launched the first time a test asks for it."""
     runs = {}
-    for method in ONE_STEP:
-        proc = start(toy_dir, method, 1, f"{method}.log")
-        runs[method] = {"log": finish(proc), "metrics": run_metrics(toy_dir, proc.started), "steps": 1}
-    # DGPO: killed once its step-1 checkpoint is complete, then the same command again
-    proc = start(toy_dir, "dgpo", 2, "dgpo-killed.log")
-    deadline = time.time() + 600
-    while checkpoints.tracker_step(ckpt_dir(toy_dir, "dgpo")) != 1:
-        if proc.poll() is not None or time.time() > deadline:
-            kill_tree(proc) if proc.poll() is None else None
-            pytest.fail(f"the first DGPO run ended or stalled before its step-1 checkpoint:\n{output(proc)[-4000:]}")
-        time.sleep(0.2)
-    kill_tree(proc)
-    killed = {"metrics": run_metrics(toy_dir, proc.started), "tracker": checkpoints.tracker_step(ckpt_dir(toy_dir, "dgpo"))}
-    proc = start(toy_dir, "dgpo", 2, "dgpo-resumed.log")
-    runs["dgpo"] = {"log": finish(proc), "metrics": run_metrics(toy_dir, proc.started), "steps": 2, "killed": killed,
-                    "started": proc.started}  # fmt: skip
-    return toy_dir, runs
+
+    def get(method):
+        if method not in runs:
+            folder = _toy_dir(tmp_path_factory, method)
+            proc = start(folder, method, 1, f"{method}.log")
+            runs[method] = {"dir": folder, "log": finish(proc), "metrics": run_metrics(folder, proc.started), "steps": 1}
+        return runs[method]
+
+    return get
 
 
-@pytest.mark.parametrize("method", ("dgpo", *ONE_STEP))
-def test_recipe_trains_through_v1_validates_before_and_after_and_checkpoints(toy_runs, method):
-    toy_dir, runs = toy_runs
-    run = runs[method]
-    metrics, last = run["metrics"], run["steps"]
-    assert f"verl-dgpo: algorithm.adv_estimator=dgpo is passed to verl's v1 trainer as 'grpo'" in run["log"]
+@pytest.fixture(scope="module")
+def dgpo_runs(tmp_path_factory):
+    """DGPO: killed once its step-1 checkpoint is complete (step 2 under way), then the same command again."""
+    folder = _toy_dir(tmp_path_factory, "dgpo")
+    proc = start(folder, "dgpo", 2, "dgpo-killed.log")
+    # verl saves step 1's checkpoint, then logs its metrics, then starts step 2: wait for both
+    launches.kill_when(lambda: checkpoints.tracker_step(ckpt_dir(folder, "dgpo")) == 1
+                       and 1 in run_metrics(folder, proc.started), proc, poll=0.2)  # fmt: skip
+    killed = {"metrics": run_metrics(folder, proc.started), "tracker": checkpoints.tracker_step(ckpt_dir(folder, "dgpo"))}
+    proc = start(folder, "dgpo", 2, "dgpo-resumed.log")
+    log = finish(proc)
+    return {"dir": folder, "log": log, "metrics": run_metrics(folder, proc.started), "steps": 2, "killed": killed,
+            "started": proc.started}  # fmt: skip
+
+
+@pytest.fixture
+def toy_run(request, one_step_runs):
+    method = request.param
+    return method, (request.getfixturevalue("dgpo_runs") if method == "dgpo" else one_step_runs(method))
+
+
+@pytest.mark.parametrize("toy_run", [in_group(m) for m in GROUP], indirect=True)
+def test_recipe_trains_through_v1_validates_before_and_after_and_checkpoints(toy_run):
+    method, run = toy_run
+    toy_dir, metrics, last = run["dir"], run["metrics"], run["steps"]
+    assert "verl-dgpo: algorithm.adv_estimator=dgpo is passed to verl's v1 trainer as 'grpo'" in run["log"]
     assert any(k.startswith("training/off_policy/") for k in metrics[last]), "no v1 replay-buffer metrics"
     before = 1 if method == "dgpo" else 0  # a resumed run validates before training at the step it resumes from
     if method == "dgpo":
@@ -145,17 +125,17 @@ def test_recipe_trains_through_v1_validates_before_and_after_and_checkpoints(toy
     assert os.path.isfile(os.path.join(ckpt_dir(toy_dir, method), f"global_step_{last}", "actor", "huggingface", "config.json"))
 
 
-def test_step_one_reward_is_above_zero(toy_runs):
-    _, runs = toy_runs
-    first = {m: (r["killed"]["metrics"] if m == "dgpo" else r["metrics"])[1]["critic/score/mean"] for m, r in runs.items()}
-    print("step-1 reward (critic/score/mean):", first)
-    assert all(0 < v < 1 for v in first.values()), first
-    assert all(runs[m]["metrics"][1]["actor/grad_norm"] > 0 for m in ONE_STEP)
+@pytest.mark.parametrize("toy_run", [in_group(m) for m in GROUP], indirect=True)
+def test_step_one_reward_is_above_zero(toy_run):
+    method, run = toy_run
+    step_one = (run["killed"] if method == "dgpo" else run)["metrics"][1]
+    print(f"{method} step-1 reward (critic/score/mean): {step_one['critic/score/mean']}")
+    assert 0 < step_one["critic/score/mean"] < 1 and step_one["actor/grad_norm"] > 0
 
 
-def test_killed_run_resumes_by_the_recipes_setting_and_ends_at_the_same_step(toy_runs):
-    toy_dir, runs = toy_runs
-    killed, resumed = runs["dgpo"]["killed"], runs["dgpo"]["metrics"]
+@pytest.mark.xdist_group(GROUP["dgpo"])
+def test_killed_run_resumes_by_the_recipes_setting_and_ends_at_the_same_step(dgpo_runs):
+    toy_dir, killed, resumed = dgpo_runs["dir"], dgpo_runs["killed"], dgpo_runs["metrics"]
     assert killed["tracker"] == 1 and 1 in killed["metrics"] and 2 not in killed["metrics"]
     trained = sorted(s for s, m in resumed.items() if "timing_s/step" in m)
     assert "val-core/aime24/acc/pass@4" in resumed[1]  # val_before_train, at the step it resumed from
@@ -184,14 +164,15 @@ def console_metrics(log):
     return steps
 
 
-def test_tensorboard_files_hold_the_metrics_the_console_printed(toy_runs):
+@pytest.mark.xdist_group(GROUP["dgpo"])
+def test_tensorboard_files_hold_the_metrics_the_console_printed(dgpo_runs):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    toy_dir, runs = toy_runs
-    console = console_metrics(runs["dgpo"]["log"])
+    toy_dir = dgpo_runs["dir"]
+    console = console_metrics(dgpo_runs["log"])
     assert sorted(console) == [1, 2] and len(console[2]) > 50  # validation at the resumed step, then step 2
     events = [p for p in glob.glob(os.path.join(toy_dir, "tensorboard_log", "verl-dgpo", "dgpo-1.5b", "events.*"))
-              if os.path.getmtime(p) >= runs["dgpo"]["started"]]  # fmt: skip
+              if os.path.getmtime(p) >= dgpo_runs["started"]]  # fmt: skip
     assert len(events) == 1, events
     board = EventAccumulator(events[0], size_guidance={"scalars": 0}).Reload()
     logged = {}

@@ -201,14 +201,27 @@ def check_memory(min_free_gib: float, available: Optional[float] = None) -> None
         )
 
 
-def ray_init_kwargs(config: DictConfig) -> dict:
-    """What verl's ``run_ppo`` would pass to ``ray.init``, plus ``address='local'`` (always a new cluster)."""
+#: What :func:`export_environment` (and a TOY=1 recipe's logger set-up) gives the run's processes. Workers of
+#: a cluster started beforehand (``ray start``) copy their raylet's environment, not the driver's: a run
+#: attached to one carries these in its job's ``runtime_env`` instead.
+RUN_ENVIRONMENT = ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM", "VERL_FILE_LOGGER_PATH", "TOKENIZERS_PARALLELISM",
+                   "OMP_NUM_THREADS", "RAY_DEDUP_LOGS", "PYTHONWARNINGS", "WANDB_MODE", "WANDB_DIR",
+                   "TENSORBOARD_DIR")  # fmt: skip
+
+
+def ray_init_kwargs(config: DictConfig, env: Optional[dict] = None) -> dict:
+    """What verl's ``run_ppo`` would pass to ``ray.init``, plus ``address='local'`` (a new cluster) unless
+    ``ray_kwargs.ray_init.address`` names a running one; then the run's environment travels in ``runtime_env``."""
     from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
 
+    env = os.environ if env is None else env
     ray_init = OmegaConf.to_container(config.ray_kwargs.get("ray_init", {}), resolve=True) or {}
     runtime_env = OmegaConf.merge(get_ppo_ray_runtime_env(config), ray_init.pop("runtime_env", None) or {})
     kwargs = {**ray_init, "runtime_env": OmegaConf.to_container(runtime_env, resolve=True)}
     kwargs.setdefault("address", "local")
+    if kwargs["address"] != "local":
+        carried = {name: env[name] for name in RUN_ENVIRONMENT if name in env}
+        kwargs["runtime_env"]["env_vars"] = {**carried, **kwargs["runtime_env"].get("env_vars", {})}
     return kwargs
 
 

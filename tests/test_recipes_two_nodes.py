@@ -1,0 +1,108 @@
+"""The 14B recipes' shape, two nodes, at toy scale: ``TOY=1 bash recipes/run_dgpo_14b.sh`` (``NNODES=2``) on a
+Ray cluster of two nodes on this machine, started as recipes/README.md ("Several nodes") tells users to.
+
+The cluster is a head and a second raylet, each with one logical GPU, so verl has to place one FSDP rank
+on each node. One launch, one step: it must finish, log step 1 through the file logger (whose path the
+driver hands to workers it did not start), save a checkpoint of world size 2, and Ray's own record of the
+run must show its two rollout servers (one per logical GPU) on two different nodes.
+"""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import launches  # tests/launches.py (tests/ is on sys.path under pytest)
+from verl_dgpo import checkpoints
+
+pytestmark = pytest.mark.slow
+
+#: Ray 2.60 turns token authentication on by default; nodes on one machine started by one user are trusted.
+CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """``ray start --head`` and a second ``ray start`` joining it; every process of both is killed after."""
+    port = free_port()
+    token = f"{os.getpid()}-{time.time_ns()}"
+    env = launches.user_env(**CLUSTER_ENV, **{launches.LAUNCH_MARK: token})
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=8", "--num-gpus=1", "--disable-usage-stats"]
+    starts = [["ray", "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+              ["ray", "start", f"--address=127.0.0.1:{port}", *common]]  # fmt: skip
+    where = str(tmp_path_factory.mktemp("raylets"))  # the working directory of the cluster's workers
+    try:
+        for cmd in starts:
+            done = subprocess.run(cmd, cwd=where, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        yield {"address": f"127.0.0.1:{port}", "cwd": where}
+    finally:
+        import psutil
+
+        family = launches.marked(token)
+        launches.sigkill(p.pid for p in family)
+        psutil.wait_procs(family, timeout=30)
+        # `ray start` leaves the head's address here, where a later bare ray.init() would look for it
+        current = "/tmp/ray/ray_current_cluster"
+        if os.path.exists(current) and open(current).read().strip().endswith(f":{port}"):
+            os.remove(current)
+
+
+@pytest.fixture(scope="module")
+def two_node_run(cluster, tmp_path_factory):
+    toy_dir = str(tmp_path_factory.mktemp("two-nodes"))
+    env = launches.user_env(**CLUSTER_ENV, TOY="1", TOY_DIR=toy_dir, TOTAL_TRAINING_STEPS="1",
+                            RAY_ADDRESS=cluster["address"])  # fmt: skip
+    script = os.path.join(launches.REPO, "recipes", "run_dgpo_14b.sh")
+    proc = launches.start(["bash", script], toy_dir, os.path.join(toy_dir, "run.log"), env)
+    log = launches.finish(proc, timeout=600)
+    return {"dir": toy_dir, "log": log, "actors": actor_nodes(cluster["address"]), "raylet_cwd": cluster["cwd"]}
+
+
+def actor_nodes(address) -> dict:
+    """{actor class name: [node id, ...]} of every actor the cluster has run, from the GCS's actor table
+    (Ray's public state API needs the dashboard, which the cluster runs without)."""
+    script = (
+        "import json, ray, ray._private.state as state\n"
+        f"ray.init(address={address!r}, logging_level='ERROR')\n"
+        "nodes = {}\n"
+        "for actor in state.actors().values():\n"
+        "    nodes.setdefault(actor['ActorClassName'], []).append(actor['Address']['NodeID'])\n"
+        "print('ACTORS ' + json.dumps(nodes))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=launches.user_env(**CLUSTER_ENV),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(l for l in done.stdout.splitlines() if l.startswith("ACTORS "))
+    return json.loads(line[len("ACTORS "):])
+
+
+def test_the_two_node_recipe_trains_one_step_and_checkpoints_both_ranks(two_node_run):
+    log, toy_dir = two_node_run["log"], two_node_run["dir"]
+    assert "[dgpo-local] finished: 1 training steps (1..1)" in log, log[-4000:]
+    ckpt = os.path.join(toy_dir, "checkpoints", "verl-dgpo", "dgpo-14b")
+    assert checkpoints.latest_complete(ckpt).step == 1
+    actor = os.path.join(ckpt, "global_step_1", "actor")
+    assert {f"model_world_size_2_rank_{r}.pt" for r in (0, 1)} <= set(os.listdir(actor))
+    # the workers wrote where the driver said (TENSORBOARD_DIR), not into the raylet's working directory
+    assert glob.glob(os.path.join(toy_dir, "tensorboard_log", "verl-dgpo", "dgpo-14b", "events.*"))
+    assert not os.path.exists(os.path.join(two_node_run["raylet_cwd"], "tensorboard_log"))
+
+
+def test_the_run_was_placed_on_both_nodes(two_node_run):
+    """One rollout server per logical GPU, so one per node (each beside the FSDP rank of its GPU)."""
+    actors = two_node_run["actors"]
+    servers = actors.get("HFRolloutServer", [])
+    assert len(servers) == 2 and len(set(servers)) == 2, sorted((k, len(v), len(set(v))) for k, v in actors.items())
+    assert len({node for nodes in actors.values() for node in nodes}) == 2
