@@ -60,18 +60,23 @@ def sigkill(pids) -> None:
             pass
 
 
-def kill_tree(proc) -> None:
-    """SIGKILL the driver and every process of its run at once, as a crash would; fails if one survives."""
+def kill_marked(token) -> None:
+    """SIGKILL every process carrying ``token``; fails if one survives."""
     import psutil
 
     for _ in range(3):  # a process started while the first ones were being killed is found in the next round
-        family = marked(proc.token)
+        family = marked(token)
         if not family:
             break
         sigkill(p.pid for p in family)
         psutil.wait_procs(family, timeout=30)
+    assert not marked(token), "processes of the killed run survived SIGKILL"
+
+
+def kill_tree(proc) -> None:
+    """SIGKILL the driver and every process of its run at once, as a crash would; fails if one survives."""
+    kill_marked(proc.token)
     proc.wait(timeout=60)
-    assert not marked(proc.token), "processes of the killed run survived SIGKILL"
 
 
 def finish(proc, timeout) -> str:

@@ -1,8 +1,8 @@
 """``TOY=1 bash recipes/run_<method>_1.5b.sh`` trains for real: every method through verl's v1 trainer.
 
-Each method's runs use their own ``TOY_DIR`` (the recipe writes the shared assets there: the warm-started
-tiny model, the fixture data prepared by ``scripts/prepare_data.py``), so that the slow tier's workers can
-run two groups of them at once (``xdist_group``). Five methods run one step each; DGPO runs two, is killed
+The methods' runs form two groups (``xdist_group``), each with its own ``TOY_DIR`` (the recipe writes the
+assets there: the warm-started tiny model, the fixture data prepared by ``scripts/prepare_data.py``), so
+that the slow tier's two workers can run both groups at once. Five methods run one step each; DGPO runs two, is killed
 (SIGKILL, the driver and every process of its run) once its step-1 checkpoint is complete, in the middle
 of step 2, and is started again with the same command, which resumes by the recipe's own setting (verl's
 ``trainer.resume_mode=auto``).
@@ -60,25 +60,27 @@ def ckpt_dir(toy_dir, method):
     return os.path.join(toy_dir, "checkpoints", "verl-dgpo", f"{method}-1.5b")
 
 
-_DIRS = {}
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory):
+    """The TOY_DIR of a method's group (its assets are written by the group's first launch and re-used after)."""
+    folders = {}
 
+    def folder(method):
+        if GROUP[method] not in folders:
+            folders[GROUP[method]] = str(tmp_path_factory.mktemp(GROUP[method]))
+        return folders[GROUP[method]]
 
-def _toy_dir(tmp_path_factory, method):
-    """One TOY_DIR per group (its assets are written by the group's first launch and re-used after)."""
-    group = GROUP[method]
-    if group not in _DIRS:
-        _DIRS[group] = str(tmp_path_factory.mktemp(group))
-    return _DIRS[group]
+    return folder
 
 
 @pytest.fixture(scope="module")
-def one_step_runs(tmp_path_factory):
+def one_step_runs(toy_dir):
     """{method: its one-step run}, each launched the first time a test asks for it."""
     runs = {}
 
     def get(method):
         if method not in runs:
-            folder = _toy_dir(tmp_path_factory, method)
+            folder = toy_dir(method)
             proc = start(folder, method, 1, f"{method}.log")
             runs[method] = {"dir": folder, "log": finish(proc), "metrics": run_metrics(folder, proc.started), "steps": 1}
         return runs[method]
@@ -87,9 +89,9 @@ def one_step_runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dgpo_runs(tmp_path_factory):
+def dgpo_runs(toy_dir):
     """DGPO: killed once its step-1 checkpoint is complete (step 2 under way), then the same command again."""
-    folder = _toy_dir(tmp_path_factory, "dgpo")
+    folder = toy_dir("dgpo")
     proc = start(folder, "dgpo", 2, "dgpo-killed.log")
     # verl saves step 1's checkpoint, then logs its metrics, then starts step 2: wait for both
     launches.kill_when(lambda: checkpoints.tracker_step(ckpt_dir(folder, "dgpo")) == 1

@@ -48,11 +48,7 @@ def cluster(tmp_path_factory):
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         yield {"address": f"127.0.0.1:{port}", "cwd": where}
     finally:
-        import psutil
-
-        family = launches.marked(token)
-        launches.sigkill(p.pid for p in family)
-        psutil.wait_procs(family, timeout=30)
+        launches.kill_marked(token)
         # `ray start` leaves the head's address here, where a later bare ray.init() would look for it
         current = "/tmp/ray/ray_current_cluster"
         if os.path.exists(current) and open(current).read().strip().endswith(f":{port}"):
