@@ -72,8 +72,11 @@ def test_tree_memory_counts_child_processes():
         child.wait()
 
 
-def test_sampler_reads_pss_at_new_rss_peaks_and_every_few_samples(monkeypatch):
-    trace = iter([100, 120, 110, 110, 110, 130, 90])  # RSS totals of successive samples, KiB
+def test_sampler_reads_pss_every_few_samples_and_when_rss_has_grown_by_a_fifth(monkeypatch):
+    # RSS totals of successive samples, KiB; PSS reads expected by hand, with pss_every=4 and pss_growth=0.2:
+    # 0 (the first: RSS at PSS 100), 1? 115 <= 120 no, 2? 125 > 120 yes (now 125), 3? 140 <= 150 no,
+    # 4 (every 4th; now 140), 5? 160 <= 168 no, 6? 170 > 168 yes, 7? 90 no
+    trace = iter([100, 115, 125, 140, 140, 160, 170, 90])
     calls = []
 
     def fake_tree(root, pss=True):
@@ -85,15 +88,15 @@ def test_sampler_reads_pss_at_new_rss_peaks_and_every_few_samples(monkeypatch):
 
     last = [0]
     monkeypatch.setattr(progress, "tree_memory_kib", fake_tree)
-    memory = progress.MemorySampler(pss_every=4)
+    memory = progress.MemorySampler(pss_every=4, pss_growth=0.2)
     read = []
-    for _ in range(7):
+    for _ in range(8):
         before = len(calls)
         memory.sample()
         read.append(len(calls) > before)
-    # sample 0 (first), 1 (120 > 100), 4 (every 4th), 5 (130 > 120); not 2, 3 or 6
-    assert read == [True, True, False, False, True, True, False]
-    assert (memory.peak_rss_kib, memory.peak_pss_kib, memory.peak_processes) == (130, 65, 3)
+    assert read == [True, False, True, False, True, False, True, False]
+    # the RSS peak is every sample's (170); the PSS peak only the read samples' (170 // 2)
+    assert (memory.peak_rss_kib, memory.peak_pss_kib, memory.peak_processes) == (170, 85, 3)
 
 
 def test_summary_reports_reward_means_wall_and_peak_memory():
