@@ -2,6 +2,9 @@
 
 import pytest
 
+#: The xdist group of every test that reads the shared v0 reference run (tests/v0_reference.py).
+V0_REFERENCE_GROUP = "v0-reference"
+
 
 def make_actor_config(loss_mode="dgpo", eps_low=0.2, eps_high=0.28, n=1.0, m=2.0, **policy_loss_extra):
     """A real verl ``ActorConfig`` whose policy loss is our ``DGPOPolicyLossConfig``."""
@@ -24,11 +27,24 @@ def actor_config_factory():
     return make_actor_config
 
 
+@pytest.fixture(scope="session")
+def v0_reference(tmp_path_factory):
+    """The uninterrupted v0 reference run (tests/v0_reference.py), launched once per session."""
+    import v0_reference as reference
+
+    return reference.run(str(tmp_path_factory.mktemp("v0-reference")))
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under ``--dist loadgroup`` (pytest.ini) a test that names no ``xdist_group`` stays with the rest of its
     file, as under ``--dist loadfile``: one worker runs a file's tests and builds its module-scoped runs once.
-    A slow file whose runs can be split names groups of its own (tests/test_recipes_toy.py)."""
+    A slow file whose runs can be split names groups of its own (tests/test_recipes_toy.py). The files whose
+    tests read the session's v0 reference run form one group, so that one worker launches it once."""
+    def file_of(item):
+        return item.nodeid.split("::")[0]
+
+    sharing = {file_of(item) for item in items if "v0_reference" in getattr(item, "fixturenames", ())}
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            item.add_marker(pytest.mark.xdist_group(V0_REFERENCE_GROUP if file_of(item) in sharing else file_of(item)))

@@ -1,11 +1,12 @@
 """Crash safety end to end: a local run killed with SIGKILL resumes from its last complete checkpoint and
 then logs exactly the metrics an uninterrupted run with the same seed logs.
 
-Three real trainer launches (about a minute each on 2 cores), sharing one uninterrupted reference:
+Two real trainer launches (about a minute each on 2 cores) and one uninterrupted reference:
 
-- ``reference``: 4 steps, a checkpoint after every step, never interrupted;
-- ``crashed`` (one folder, two launches): killed (the driver and every process under it, SIGKILL) the
-  moment verl starts writing the step-2 checkpoint; resumed with ``trainer.resume_mode=auto`` to the end.
+- ``v0_reference`` (tests/v0_reference.py, shared with tests/test_e2e_local.py): 4 steps, a checkpoint
+  after every step, never interrupted;
+- ``crashed`` (one folder, two launches, the reference's arguments): killed (the driver and every process
+  under it, SIGKILL) the moment verl starts writing the step-2 checkpoint; resumed with ``trainer.resume_mode=auto`` to the end.
   (A kill in the middle of a step, between checkpoints, is the TOY=1 DGPO recipe's: tests/test_recipes_toy.py.)
 
 Metrics that depend only on the training computation must be equal exactly: with seeded sampling each
@@ -19,52 +20,21 @@ requests arrived together, which changes the last bits of a float32 forward pass
 import glob
 import json
 import os
-import sys
 import time
 
 import pytest
 import torch
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
+from v0_reference import STEPS, finish, metrics_by_step, start
 from verl_dgpo import checkpoints
 
 pytestmark = pytest.mark.slow
 
-STEPS = 4
-COMMON = [
-    "local_cpu.task.alphabet='0123456789'",  # the random model still scores now and then: non-zero advantages
-    "local_cpu.task.digits=1",
-    f"trainer.total_training_steps={STEPS}",
-    "trainer.save_freq=1",
-]
 ROLLOUT_SIDE = ("rollout_corr/", "training/rollout_")
 NOT_COMPARED = ("timing_s/", "timing_per_token_ms/", "perf/", "actor/perf/")
 KILL_ATTEMPTS = 3  # launches tried for a kill that lands during the step-2 checkpoint write
 HARMLESS = ("No supported accelerator", "engine is not available", "Token authentication is enabled", "Disabled critic")
-
-
-def start(out, *overrides):
-    os.makedirs(out, exist_ok=True)
-    cmd = [sys.executable, "-m", "verl_dgpo.main", "--config-name", "local_cpu", f"local_cpu.output_dir={out}",
-           *COMMON, *overrides]
-    return launches.start(cmd, out, os.path.join(out, f"launch-{time.time_ns()}.log"), launches.user_env())
-
-
-def finish(proc) -> str:
-    return launches.finish(proc, timeout=400)
-
-
-def metrics_by_step(out) -> dict:
-    """Every training step logged in ``out``, across launches (a later launch's record of a step wins)."""
-    steps = {}
-    for path in sorted(glob.glob(os.path.join(out, "logs", "metrics-*.jsonl")), key=os.path.getmtime):
-        with open(path, "rb") as f:
-            for line in f:
-                if line.endswith(b"\n"):
-                    record = json.loads(line)
-                    if "timing_s/step" in record["data"]:
-                        steps[record["step"]] = record["data"]
-    return steps
 
 
 def newest_metrics_steps(out, since: float) -> list:
@@ -78,13 +48,6 @@ def newest_metrics_steps(out, since: float) -> list:
 
 def ckpt_dir(out):
     return os.path.join(out, "checkpoints", "dgpo")
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("reference"))
-    text = finish(start(out))
-    return {"out": out, "text": text, "steps": metrics_by_step(out)}
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +75,8 @@ def crashed(tmp_path_factory):
     return result
 
 
-def test_reference_runs_all_steps_quietly_and_names_the_folders_without_weights(reference):
+def test_reference_runs_all_steps_quietly_and_names_the_folders_without_weights(v0_reference):
+    reference = v0_reference
     assert sorted(reference["steps"]) == list(range(1, STEPS + 1))
     text = reference["text"]
     for line in HARMLESS:
@@ -138,8 +102,8 @@ def test_resume_starts_after_the_last_complete_checkpoint_and_finishes(crashed):
     assert state["_num_yielded"] == STEPS
 
 
-def test_resumed_metrics_equal_the_uninterrupted_runs(reference, crashed):
-    ref, got = reference["steps"], crashed["steps"]
+def test_resumed_metrics_equal_the_uninterrupted_runs(v0_reference, crashed):
+    ref, got = v0_reference["steps"], crashed["steps"]
     assert sorted(got) == list(range(1, STEPS + 1))
     compared = 0
     for step in range(1, STEPS + 1):
