@@ -2,9 +2,10 @@
 
 The methods' runs form two groups (``xdist_group``), each with its own ``TOY_DIR`` (the recipe writes the
 assets there: the warm-started tiny model, the fixture data prepared by ``scripts/prepare_data.py``), so
-that the slow tier's two workers can run both groups at once. Five methods run one step each; DGPO runs two, is killed
-(SIGKILL, the driver and every process of its run) once its step-1 checkpoint is complete, in the middle
-of step 2, and is started again with the same command, which resumes by the recipe's own setting (verl's
+that the slow tier's two workers can run both groups at once. GPPO's recipe runs in its 14B shape, on two
+nodes (tests/test_recipes_two_nodes.py, with the same checks, from tests/toy_runs.py). Four methods run one
+step each here; DGPO runs two, is killed (SIGKILL, the driver and every process of its run) once its step-1
+checkpoint is complete, in the middle of step 2, and is started again with the same command, which resumes by the recipe's own setting (verl's
 ``trainer.resume_mode=auto``).
 What is checked, per run: the v1 trainer ran (its replay-buffer metrics), ``val-core/.../pass@k`` was
 logged before training and after the last step, the last step's checkpoint is complete, step 1's
@@ -13,51 +14,27 @@ resumed run, that tensorboard's event files hold exactly the metrics the console
 """
 
 import glob
-import json
 import os
 import re
 
 import pytest
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
+from toy_runs import PASS_AT, ckpt_dir, check_step_one_reward, check_trained_through_v1, run_metrics, start
 from verl_dgpo import checkpoints
 
 pytestmark = pytest.mark.slow
 
-PASS_AT = ("pass@1", "pass@2", "pass@4")  # VAL_N=4 under TOY=1
-#: The group (one TOY_DIR, one slow-tier worker) of each method's runs: DGPO's two launches go with the shorter list.
-GROUP = {"grpo": "toy-a", "cispo": "toy-a", "gppo": "toy-a", "ce_gppo": "toy-b", "aspo": "toy-b", "dgpo": "toy-b"}
+#: The group (one TOY_DIR, one slow-tier worker) of each method's runs: three launches each (DGPO's are two).
+GROUP = {"grpo": "toy-a", "cispo": "toy-a", "aspo": "toy-a", "ce_gppo": "toy-b", "dgpo": "toy-b"}
 
 
 def in_group(method):
     return pytest.param(method, marks=pytest.mark.xdist_group(GROUP[method]))
 
 
-def start(toy_dir, method, steps, log_name):
-    env = launches.user_env(TOY="1", TOY_DIR=toy_dir, TOTAL_TRAINING_STEPS=str(steps))
-    script = os.path.join(launches.REPO, "recipes", f"run_{method}_1.5b.sh")
-    return launches.start(["bash", script], toy_dir, os.path.join(toy_dir, log_name), env)
-
-
 def finish(proc):
     return launches.finish(proc, timeout=600)
-
-
-def run_metrics(toy_dir, since):
-    """{step: metrics} from the file logger of the launch started at ``since`` (the local preset's metrics file;
-    a group's launches run one after the other)."""
-    steps = {}
-    for path in glob.glob(os.path.join(toy_dir, "logs", "metrics-*.jsonl")):
-        if os.path.getmtime(path) >= since:
-            with open(path) as f:
-                for line in f:
-                    record = json.loads(line)
-                    steps.setdefault(record["step"], {}).update(record["data"])
-    return steps
-
-
-def ckpt_dir(toy_dir, method):
-    return os.path.join(toy_dir, "checkpoints", "verl-dgpo", f"{method}-1.5b")
 
 
 @pytest.fixture(scope="module")
@@ -112,27 +89,15 @@ def toy_run(request, one_step_runs):
 @pytest.mark.parametrize("toy_run", [in_group(m) for m in GROUP], indirect=True)
 def test_recipe_trains_through_v1_validates_before_and_after_and_checkpoints(toy_run):
     method, run = toy_run
-    toy_dir, metrics, last = run["dir"], run["metrics"], run["steps"]
-    assert "verl-dgpo: algorithm.adv_estimator=dgpo is passed to verl's v1 trainer as 'grpo'" in run["log"]
-    assert any(k.startswith("training/off_policy/") for k in metrics[last]), "no v1 replay-buffer metrics"
-    before = 1 if method == "dgpo" else 0  # a resumed run validates before training at the step it resumes from
+    check_trained_through_v1(method, run, resumed=method == "dgpo")
     if method == "dgpo":
         assert all(f"val-core/aime24/acc/{k}" in run["killed"]["metrics"][0] for k in PASS_AT)
-    for step in (before, last):  # val_before_train, and the validation after the last step
-        for k in PASS_AT:
-            assert f"val-core/aime24/acc/{k}" in metrics[step] and f"val-core/math500/acc/{k}" in metrics[step], (step, k)
-    folder = checkpoints.latest_complete(ckpt_dir(toy_dir, method))
-    assert folder is not None and folder.step == last
-    assert checkpoints.tracker_step(ckpt_dir(toy_dir, method)) == last
-    assert os.path.isfile(os.path.join(ckpt_dir(toy_dir, method), f"global_step_{last}", "actor", "huggingface", "config.json"))
 
 
 @pytest.mark.parametrize("toy_run", [in_group(m) for m in GROUP], indirect=True)
 def test_step_one_reward_is_above_zero(toy_run):
     method, run = toy_run
-    step_one = (run["killed"] if method == "dgpo" else run)["metrics"][1]
-    print(f"{method} step-1 reward (critic/score/mean): {step_one['critic/score/mean']}")
-    assert 0 < step_one["critic/score/mean"] < 1 and step_one["actor/grad_norm"] > 0
+    check_step_one_reward(method, (run["killed"] if method == "dgpo" else run)["metrics"])
 
 
 @pytest.mark.xdist_group(GROUP["dgpo"])

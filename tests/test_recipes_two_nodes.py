@@ -1,5 +1,6 @@
-"""The 14B recipes' shape, two nodes, at toy scale: ``TOY=1 bash recipes/run_dgpo_14b.sh`` (``NNODES=2``) on a
+"""The 14B recipes' shape, two nodes, at toy scale: ``TOY=1 bash recipes/run_gppo_14b.sh`` (``NNODES=2``) on a
 Ray cluster of two nodes on this machine, started as recipes/README.md ("Several nodes") tells users to.
+It is GPPO's recipe run of tests/test_recipes_toy.py, too, and passes the same checks (tests/toy_runs.py).
 
 The cluster is a head and a second raylet, each with one logical GPU, so verl has to place one FSDP rank
 on each node. One launch, one step: it must finish, log step 1 through the file logger (whose path the
@@ -18,10 +19,12 @@ import time
 import pytest
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
+import toy_runs  # tests/toy_runs.py
 from verl_dgpo import checkpoints
 
 pytestmark = pytest.mark.slow
 
+METHOD = "gppo"
 #: Ray 2.60 turns token authentication on by default; nodes on one machine started by one user are trusted.
 CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -58,12 +61,10 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_node_run(cluster, tmp_path_factory):
     toy_dir = str(tmp_path_factory.mktemp("two-nodes"))
-    env = launches.user_env(**CLUSTER_ENV, TOY="1", TOY_DIR=toy_dir, TOTAL_TRAINING_STEPS="1",
-                            RAY_ADDRESS=cluster["address"])  # fmt: skip
-    script = os.path.join(launches.REPO, "recipes", "run_dgpo_14b.sh")
-    proc = launches.start(["bash", script], toy_dir, os.path.join(toy_dir, "run.log"), env)
+    proc = toy_runs.start(toy_dir, METHOD, 1, "run.log", size="14b", RAY_ADDRESS=cluster["address"], **CLUSTER_ENV)
     log = launches.finish(proc, timeout=600)
-    return {"dir": toy_dir, "log": log, "actors": actor_nodes(cluster["address"]), "raylet_cwd": cluster["cwd"]}
+    return {"dir": toy_dir, "log": log, "metrics": toy_runs.run_metrics(toy_dir, proc.started), "steps": 1,
+            "actors": actor_nodes(cluster["address"]), "raylet_cwd": cluster["cwd"]}  # fmt: skip
 
 
 def actor_nodes(address) -> dict:
@@ -87,12 +88,12 @@ def actor_nodes(address) -> dict:
 def test_the_two_node_recipe_trains_one_step_and_checkpoints_both_ranks(two_node_run):
     log, toy_dir = two_node_run["log"], two_node_run["dir"]
     assert "[dgpo-local] finished: 1 training steps (1..1)" in log, log[-4000:]
-    ckpt = os.path.join(toy_dir, "checkpoints", "verl-dgpo", "dgpo-14b")
+    ckpt = toy_runs.ckpt_dir(toy_dir, METHOD, "14b")
     assert checkpoints.latest_complete(ckpt).step == 1
     actor = os.path.join(ckpt, "global_step_1", "actor")
     assert {f"model_world_size_2_rank_{r}.pt" for r in (0, 1)} <= set(os.listdir(actor))
     # the workers wrote where the driver said (TENSORBOARD_DIR), not into the raylet's working directory
-    assert glob.glob(os.path.join(toy_dir, "tensorboard_log", "verl-dgpo", "dgpo-14b", "events.*"))
+    assert glob.glob(os.path.join(toy_dir, "tensorboard_log", "verl-dgpo", f"{METHOD}-14b", "events.*"))
     assert not os.path.exists(os.path.join(two_node_run["raylet_cwd"], "tensorboard_log"))
 
 
@@ -102,3 +103,11 @@ def test_the_run_was_placed_on_both_nodes(two_node_run):
     servers = actors.get("HFRolloutServer", [])
     assert len(servers) == 2 and len(set(servers)) == 2, sorted((k, len(v), len(set(v))) for k, v in actors.items())
     assert len({node for nodes in actors.values() for node in nodes}) == 2
+
+
+def test_gppo_recipe_trains_through_v1_validates_before_and_after_and_checkpoints(two_node_run):
+    toy_runs.check_trained_through_v1(METHOD, two_node_run, size="14b")
+
+
+def test_gppo_step_one_reward_is_above_zero(two_node_run):
+    toy_runs.check_step_one_reward(METHOD, two_node_run["metrics"])
