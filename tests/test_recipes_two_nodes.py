@@ -12,8 +12,10 @@ import glob
 import json
 import os
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -37,12 +39,17 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """``ray start --head`` and a second ``ray start`` joining it; every process of both is killed after."""
+    """``ray start --head`` and a second ``ray start`` joining it; every process of both is killed after.
+
+    The head has a temp dir of its own, where ``ray start`` leaves the cluster's address: left in Ray's default
+    ``/tmp/ray``, every bare ``ray.init()`` on the machine (the other slow tests' runs, started meanwhile
+    by the other worker) would attach to this cluster instead of starting its own."""
     port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray2n", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     token = f"{os.getpid()}-{time.time_ns()}"
     env = launches.user_env(**CLUSTER_ENV, **{launches.LAUNCH_MARK: token})
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=8", "--num-gpus=1", "--disable-usage-stats"]
-    starts = [["ray", "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+    starts = [["ray", "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false", *common],
               ["ray", "start", f"--address=127.0.0.1:{port}", *common]]  # fmt: skip
     where = str(tmp_path_factory.mktemp("raylets"))  # the working directory of the cluster's workers
     try:
@@ -52,10 +59,7 @@ def cluster(tmp_path_factory):
         yield {"address": f"127.0.0.1:{port}", "cwd": where}
     finally:
         launches.kill_marked(token)
-        # `ray start` leaves the head's address here, where a later bare ray.init() would look for it
-        current = "/tmp/ray/ray_current_cluster"
-        if os.path.exists(current) and open(current).read().strip().endswith(f":{port}"):
-            os.remove(current)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +87,16 @@ def actor_nodes(address) -> dict:
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(l for l in done.stdout.splitlines() if l.startswith("ACTORS "))
     return json.loads(line[len("ACTORS "):])
+
+
+def test_a_bare_ray_init_meanwhile_starts_its_own_cluster(cluster):
+    """What every other slow test's run does while this cluster is up (the other worker's): not attach to it."""
+    script = "import ray; ctx = ray.init(num_cpus=1, include_dashboard=False); print('GCS ' + ctx.address_info['gcs_address'])"
+    done = subprocess.run([sys.executable, "-c", script], env=launches.user_env(**CLUSTER_ENV),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    gcs = next(l for l in done.stdout.splitlines() if l.startswith("GCS "))[len("GCS "):]
+    assert gcs != cluster["address"] and not gcs.endswith(f":{cluster['address'].rsplit(':', 1)[1]}"), gcs
 
 
 def test_the_two_node_recipe_trains_one_step_and_checkpoints_both_ranks(two_node_run):
