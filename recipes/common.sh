@@ -166,6 +166,7 @@ if [ "$TOY" = 1 ]; then
     trainer.device=cpu
     actor_rollout_ref.actor.strategy=fsdp2 actor_rollout_ref.ref.strategy=fsdp2
     actor_rollout_ref.actor.use_torch_compile=false actor_rollout_ref.ref.use_torch_compile=false
+    actor_rollout_ref.actor.fsdp_config.use_torch_compile=false actor_rollout_ref.ref.fsdp_config.use_torch_compile=false
     +actor_rollout_ref.model.override_config.attn_implementation=sdpa
     actor_rollout_ref.rollout.name=hf
     actor_rollout_ref.rollout.checkpoint_engine.backend=naive actor_rollout_ref.rollout.free_cache_engine=false

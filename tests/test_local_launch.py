@@ -28,6 +28,24 @@ def test_preset_selects_the_local_path_and_the_v0_trainer_by_default(local_confi
     assert cfg.ray_kwargs.ray_init.num_gpus == 1
 
 
+def test_preset_compiles_nothing_in_the_actor_or_the_reference(local_config):
+    """Every ``use_torch_compile`` of the actor and the reference is off, the FSDP engine's own included
+    (verl compiles entropy_from_logits on ``fsdp_config.use_torch_compile``, default true)."""
+    flags = {}
+
+    def walk(node, path):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{path}.{key}")
+            elif key == "use_torch_compile":
+                flags[f"{path}.{key}"] = value
+
+    walk(OmegaConf.to_container(local_config.actor_rollout_ref, resolve=False), "actor_rollout_ref")
+    assert "actor_rollout_ref.actor.fsdp_config.use_torch_compile" in flags
+    assert "actor_rollout_ref.ref.fsdp_config.use_torch_compile" in flags
+    assert not any(flags.values()), flags
+
+
 def test_preset_takes_several_optimizer_steps_per_training_step(local_config):
     """DGPO differs from GRPO only where r != 1: that needs > 1 mini-batch or > 1 PPO epoch per step."""
     actor = local_config.actor_rollout_ref.actor

@@ -184,6 +184,7 @@ TOY_SWAPPED = (
     "local_cpu", "trainer.device", "trainer.n_gpus_per_node", "actor_rollout_ref.rollout.n_gpus_per_node",
     "actor_rollout_ref.actor.strategy", "actor_rollout_ref.ref.strategy",
     "actor_rollout_ref.actor.use_torch_compile", "actor_rollout_ref.ref.use_torch_compile",
+    "actor_rollout_ref.actor.fsdp_config.use_torch_compile", "actor_rollout_ref.ref.fsdp_config.use_torch_compile",
     "actor_rollout_ref.model.override_config", "actor_rollout_ref.rollout.name",
     "distillation.teacher_models.teacher_model.inference.name",
     "actor_rollout_ref.rollout.tensor_model_parallel_size", "actor_rollout_ref.rollout.checkpoint_engine.backend",
@@ -261,6 +262,10 @@ def test_toy_keeps_what_the_recipe_exercises(toy_composed):
         assert cfg["actor_rollout_ref"]["model"]["path"].endswith("/model")
         assert cfg["data"]["val_files"].endswith("/data/benchmarks.parquet")
         assert "tensorboard" in cfg["trainer"]["logger"] and "console" in cfg["trainer"]["logger"]
+        # no torch.compile anywhere in the actor or reference: verl's FSDP engine compiles entropy_from_logits
+        # on its own fsdp_config.use_torch_compile (default true), and inductor's C++ build takes minutes of CPU
+        compile_flags = {k: v for k, v in flatten(cfg["actor_rollout_ref"]).items() if k.endswith("use_torch_compile")}
+        assert len(compile_flags) >= 4 and not any(compile_flags.values()), compile_flags
     assert toy_composed["run_dgpo_14b.sh"]["trainer"]["nnodes"] == 2  # the recipe's cluster shape is kept
     assert toy_composed["run_dgpo_1.5b.sh"]["trainer"]["nnodes"] == 1
 
