@@ -29,6 +29,10 @@ from typing import Optional
 SPEC_FILE = "toy_spec.json"
 #: The warm start: full-batch AdamW on every prepared training prompt (fixed before any RL run).
 WARM_START = {"seed": 0, "steps": 200, "lr": 3e-3}
+#: torch threads of the warm start. One, as every process of the CPU preset (``local_cpu.threads_per_process``):
+#: a second thread gains little on a ~100k-parameter model, and on 2 busy cores it spin-waits (seen in the
+#: slow tier: about 5x the CPU time of the run on an idle machine).
+WARM_START_THREADS = 1
 
 
 def sum_problems(max_term: int = 5) -> list[dict]:
@@ -102,7 +106,7 @@ def warm_start(model, examples, pad_id: int, *, seed: int, steps: int, lr: float
 
 def make_model(out_dir: str, train_parquet: str, log=print) -> str:
     """The tiny model warm-started on ``train_parquet`` in ``out_dir`` (re-used when its inputs match)."""
-    spec = {"warm_start": WARM_START, "train_sha256": _sha256(train_parquet)}
+    spec = {"warm_start": WARM_START, "threads": WARM_START_THREADS, "train_sha256": _sha256(train_parquet)}
     try:
         with open(os.path.join(out_dir, SPEC_FILE)) as f:
             if json.load(f)["spec"] == spec:
@@ -114,6 +118,7 @@ def make_model(out_dir: str, train_parquet: str, log=print) -> str:
 
     from verl_dgpo.local.assets import make_tiny_model
 
+    torch.set_num_threads(WARM_START_THREADS)
     make_tiny_model(out_dir, seed=WARM_START["seed"])
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
