@@ -225,8 +225,6 @@ def _torch_index_first_axis(tensor, indices):
 
 def _torch_pad_input(hidden_states, indices, batch, seqlen):
     """Scatter the unpadded rows back into a zero ``(batch, seqlen, ...)`` tensor (flash-attn's ``pad_input``)."""
-    import torch
-
     out = hidden_states.new_zeros((batch * seqlen, *hidden_states.shape[1:]))
     out[indices] = hidden_states
     return out.reshape(batch, seqlen, *hidden_states.shape[1:])

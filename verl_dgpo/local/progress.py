@@ -14,7 +14,6 @@ import math
 import os
 import sys
 import threading
-import time
 from typing import Callable, Optional, TextIO
 
 from verl_dgpo.checkpoints import describe as describe_checkpoints
