@@ -36,13 +36,10 @@ class LocalRunError(RuntimeError):
 
 
 def v0_trainer_available() -> bool:
-    """Whether this verl still ships its deprecated v0 trainer (``verl.trainer.main_ppo_v0``)."""
-    import importlib.util
+    """Whether this verl still ships its deprecated v0 trainer (``verl.trainer.main_ppo_v0``); no ``import verl``."""
+    from verl_dgpo.verl_files import has_module
 
-    try:
-        return importlib.util.find_spec("verl.trainer.main_ppo_v0") is not None
-    except (ImportError, ValueError):
-        return False
+    return has_module("verl.trainer.main_ppo_v0")
 
 
 def choose_trainer(config: DictConfig, v0_available: Optional[bool] = None) -> str:
