@@ -203,19 +203,17 @@ def run(config: DictConfig) -> None:
 
     if quiet.enabled(config):
         quiet.quiet_driver()  # before importing verl's trainer, which detects the platform
-    if local_cpu:
-        from verl_dgpo.local.launch import choose_trainer
-
-        choose_trainer(config)  # v1 where this verl has no v0 trainer (one line), before the config resolves
     # First what needs no verl (its import takes seconds): the keys, batch sizes, GPUs, data files, model.
     from verl_dgpo.preflight import checks_with_verl, checks_without_verl, ray_cluster_address
 
     config = check_config(config)
     notes = checks_without_verl(config)
     if local_cpu:
+        from verl_dgpo.local.launch import choose_trainer
         from verl_dgpo.local.patches import require_cpu_preset
 
         require_cpu_preset(check_verl_version())  # its patch targets, found unchanged: one line on 0.7.1/0.8.0
+        choose_trainer(config)  # v1 where this verl has no v0 trainer (one line), before the v1 hand-over below
     config = prepare_with_verl(config)
     checks_with_verl(config)  # verl's validate_config, the rollout engine
     for note in notes:
