@@ -87,9 +87,8 @@ def run_entry(*args, module="verl_dgpo.main"):
 @pytest.mark.parametrize(
     "override,fragment",
     [
-        ("algorithm.policy_loss=dgp0", "Did you mean 'dgpo'"),
-        ("algorithm.dgpo.n=0", "algorithm.dgpo.n=0 is not allowed"),
-    ],
+        ("algorithm.policy_loss=dgp0", "Did you mean 'dgpo'"),  # looked up in verl's registry: after its import
+    ],  # the keys checked before verl is imported: test_bad_keys_are_refused_before_verl_is_imported
 )
 def test_entry_point_fails_cleanly_before_ray_starts(override, fragment):
     proc = run_entry(override, MICRO)
@@ -155,3 +154,83 @@ def test_console_script_runs_the_same_entry():
     proc = subprocess.run([script, "--cfg", "job", "--resolve", "algorithm.policy_loss=cispo"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "loss_mode: cispo" in proc.stdout
+
+
+# --- refusals before `import verl` ------------------------------------------------------------------
+
+#: Runs the entry point as `python -m verl_dgpo.main ARGS` does, then says whether verl was imported.
+WITHOUT_VERL_PROBE = """
+import runpy, sys
+sys.argv = ["verl_dgpo.main", *sys.argv[1:]]
+try:
+    runpy.run_module("verl_dgpo.main", run_name="__main__", alter_sys=True)
+except SystemExit as exit:
+    print("exit", exit.code, flush=True)
+print("verl imported:", "verl" in sys.modules)
+"""
+
+
+def run_probe(*args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
+    return subprocess.run([sys.executable, "-c", WITHOUT_VERL_PROBE, *args], capture_output=True, text=True, env=env,
+                          timeout=120, cwd="/")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["algorithm.dgpo.n=0", MICRO], "verl-dgpo: error: algorithm.dgpo.n=0 is not allowed"),
+        (["algorithm.ce_gppo.beta1=-1", MICRO], "verl-dgpo: error: algorithm.ce_gppo.beta1=-1 is not allowed"),
+        (["actor_rollout_ref.actor.clip_ratio_low=1.5", MICRO],
+         "verl-dgpo: error: actor_rollout_ref.actor.clip_ratio_low=1.5 is not allowed"),
+        (["--config-name", "local_cpu", "data.train_batch_size=0", "local_cpu.output_dir=/nonexistent/never-written"],
+         "verl-dgpo: error: data.train_batch_size=0 is not allowed"),
+    ],
+)  # fmt: skip
+def test_bad_keys_are_refused_before_verl_is_imported(args, line):
+    proc = run_probe(*args)
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(line), proc.stderr[-2000:]
+    assert "exit 2\nverl imported: False" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_printing_the_resolved_config_imports_no_verl():
+    proc = run_probe("--cfg", "job", "--resolve", "algorithm.policy_loss=gppo")
+    assert "loss_mode: gppo" in proc.stdout and "verl imported: False" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("method", ["dgpo", "grpo", "cispo", "gppo", "ce_gppo", "aspo"])
+def test_the_papers_methods_map_without_verl_to_what_verls_registry_holds(method):
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
+    from verl_dgpo.methods import verl_loss_mode
+
+    assert verl_loss_mode(method) in POLICY_LOSS_REGISTRY
+    assert verl_loss_mode(method) == {"grpo": "vanilla"}.get(method, method)
+
+
+@pytest.mark.parametrize("name", ["dgpo_trainer", "local_cpu"])
+def test_verls_folder_by_path_composes_what_the_package_path_composes(name):
+    """The entry point's file:// search path (verl_dgpo.main.with_verl_config_folder) against our yaml's pkg:// one."""
+    folder_override = entry.with_verl_config_folder([])[0]
+    assert folder_override.startswith("hydra.searchpath=['file://")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        by_package = compose(name, overrides=[MICRO])
+        by_path = compose(name, overrides=[MICRO, folder_override])
+    assert by_path == by_package
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        ([], ["SP"]),
+        (["--cfg", "job", "--resolve"], ["SP", "--cfg", "job", "--resolve"]),
+        (["a=1", "b=2", "--cfg", "job"], ["a=1", "b=2", "SP", "--cfg", "job"]),  # the examples' "$@" at the end
+        (["--config-name", "local_cpu", "a=1"], ["--config-name", "local_cpu", "a=1", "SP"]),
+        (["-cn", "local_cpu", "--cfg", "job"], ["SP", "-cn", "local_cpu", "--cfg", "job"]),
+        (["a=1", "hydra.searchpath=[pkg://mine]"], ["a=1", "hydra.searchpath=[pkg://mine]"]),  # the user's own
+        (["++hydra.searchpath=[pkg://mine]"], ["++hydra.searchpath=[pkg://mine]"]),
+    ],
+)
+def test_the_search_path_joins_hydras_overrides_where_argparse_takes_them(argv, expected):
+    ours = entry.with_verl_config_folder([])[0]
+    assert entry.with_verl_config_folder(argv) == [ours if arg == "SP" else arg for arg in expected]

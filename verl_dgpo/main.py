@@ -1,7 +1,9 @@
 """Trainer entry point: ``python -m verl_dgpo.main`` (console script ``verl-dgpo-train``).
 
-It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas), checks on
-the driver, before Ray starts, that verl is a tested release or one on which every contract holds
+It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas; verl's yaml
+folder by its file path, :func:`with_verl_config_folder`, so that composing imports no verl), checks the
+keys that need no verl (:func:`check_config`, :func:`verl_dgpo.preflight.checks_without_verl`) before it
+imports verl, then checks on the driver, before Ray starts, that verl is a tested release or one on which every contract holds
 (:mod:`verl_dgpo.version`, :mod:`verl_dgpo.check`), that the plugin is registered, that every DGPO key
 is valid and that the run can start (:mod:`verl_dgpo.preflight`:
 verl's config checks, GPUs, rollout engine, data files, model), and then runs verl's own PPO trainer
@@ -14,6 +16,7 @@ before verl is imported, so the driver and every Ray worker load the plugin on e
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -25,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from verl_dgpo import ENTRY_POINT_VALUE, SUPPORTED_VERL, PluginNotInstalledError, check_installed
 from verl_dgpo.external_modules import add_external_module
 from verl_dgpo.methods import UnknownMethodError, verl_loss_mode
-from verl_dgpo.preflight import PreflightError, preflight
+from verl_dgpo.preflight import PreflightError
 from verl_dgpo.ray_start import RayStartTimeout, bounded_ray_start
 from verl_dgpo.run_identity import RunIdentityError
 from verl_dgpo.hyperparameters import DGPOConfigError
@@ -94,23 +97,15 @@ def keys_set_from(config: DictConfig, node: str = POLICY_LOSS_NODE) -> dict[str,
     return sources
 
 
-def prepare(config: DictConfig) -> DictConfig:
-    """Driver-side checks and resolution; returns the resolved config that verl's trainer receives."""
-    check_verl_version()
-    load_plugin_everywhere()
-    check_installed()
-    typed_keys = keys_set_from(config)
+@contextlib.contextmanager
+def errors_naming(typed_keys: dict[str, str]):
+    """Re-raise the user error inside whatever hydra or OmegaConf wrapped it in, naming the key as it was typed.
+
+    ``typed_keys`` comes from :func:`keys_set_from` on the unresolved config: an error about verl's
+    ``...policy_loss.dgpo_n`` names ``algorithm.dgpo.n`` when that is where its value came from.
+    """
     try:
-        OmegaConf.resolve(config)
-        check_adv_estimator(config)
-
-        from verl.utils.config import omega_conf_to_dataclass
-
-        from verl_dgpo.hyperparameters import dual_clip_ratio, trust_region
-
-        actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # runs DGPOPolicyLossConfig's checks
-        trust_region(actor)
-        dual_clip_ratio(actor)  # c of grpo/gppo/ce_gppo/aspo: fail here, not in a worker's first step
+        yield
     except Exception as err:
         cause = user_error_in(err)
         if isinstance(cause, DGPOConfigError) and cause.key in typed_keys:
@@ -118,8 +113,43 @@ def prepare(config: DictConfig) -> DictConfig:
         if cause is None or cause is err:
             raise
         raise cause from err
+
+
+def check_config(config: DictConfig) -> DictConfig:
+    """The driver-side checks that need no ``import verl`` (seconds saved on every refusal): resolve the
+    config (``algorithm.policy_loss`` is checked by its resolver) and check every DGPO / baseline key, with
+    the same functions verl's config classes call later. Resolves ``config`` in place and returns it."""
+    from verl_dgpo.hyperparameters import ce_gppo_betas, dgpo_exponents, dual_clip_ratio, trust_region
+
+    with errors_naming(keys_set_from(config)):
+        OmegaConf.resolve(config)
+        actor = config.actor_rollout_ref.actor
+        trust_region(actor)
+        dual_clip_ratio(actor)  # c of grpo/gppo/ce_gppo/aspo: fail here, not in a worker's first step
+        dgpo_exponents(actor.policy_loss)
+        ce_gppo_betas(actor.policy_loss)
+    return config
+
+
+def prepare_with_verl(config: DictConfig) -> DictConfig:
+    """The driver-side checks that import verl, on a config :func:`check_config` has passed: the release,
+    the plugin's registration, the estimator, and verl's own config classes built from the config."""
+    check_verl_version()
+    load_plugin_everywhere()
+    check_installed()
+    with errors_naming({}):
+        check_adv_estimator(config)
+
+        from verl.utils.config import omega_conf_to_dataclass
+
+        omega_conf_to_dataclass(config.actor_rollout_ref.actor)  # runs DGPOPolicyLossConfig's checks
     use_grpo_session_handling(config)
     return config
+
+
+def prepare(config: DictConfig) -> DictConfig:
+    """Every driver-side check and resolution; returns the resolved config that verl's trainer receives."""
+    return prepare_with_verl(check_config(config))
 
 
 def load_plugin_everywhere() -> None:
@@ -173,17 +203,20 @@ def run(config: DictConfig) -> None:
 
     if quiet.enabled(config):
         quiet.quiet_driver()  # before importing verl's trainer, which detects the platform
+    # First what needs no verl (its import takes seconds): the keys, batch sizes, GPUs, data files, model.
+    from verl_dgpo.preflight import checks_with_verl, checks_without_verl, ray_cluster_address
+
+    config = check_config(config)
+    notes = checks_without_verl(config)
     if local_cpu:
+        from verl_dgpo.local.launch import choose_trainer
         from verl_dgpo.local.patches import require_cpu_preset
 
         require_cpu_preset(check_verl_version())  # its patch targets, found unchanged: one line on 0.7.1/0.8.0
-        from verl_dgpo.local.launch import choose_trainer
-
-        choose_trainer(config)  # v1 where this verl has no v0 trainer (one line), before the config resolves
-    from verl_dgpo.preflight import ray_cluster_address
-
-    config = prepare(config)
-    for note in preflight(config):  # verl's validate_config included
+        choose_trainer(config)  # v1 where this verl has no v0 trainer (one line), before the v1 hand-over below
+    config = prepare_with_verl(config)
+    checks_with_verl(config)  # verl's validate_config, the rollout engine
+    for note in notes:
         print(f"verl-dgpo: note: {note}", flush=True)
     from verl_dgpo.run_identity import guard
 
@@ -247,6 +280,45 @@ def check_contracts(version: str) -> None:
     print(f"verl-dgpo: note: {untested_note(version)}", file=sys.stderr, flush=True)
 
 
+SEARCH_PATH_KEY = "hydra.searchpath"
+
+#: hydra's command-line options that take a value (``hydra._internal.utils.get_args_parser``); ``--info``
+#: takes one optionally.
+HYDRA_VALUE_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                       "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}  # fmt: skip
+
+
+def _overrides_end(argv: list[str]) -> int:
+    """Where hydra's overrides (its one block of positional arguments) end in ``argv``; 0 if there are none."""
+    end, expects_value = 0, False
+    for index, arg in enumerate(argv):
+        if arg.startswith("-"):
+            if end:
+                break
+            expects_value = arg in HYDRA_VALUE_OPTIONS
+        elif expects_value:
+            expects_value = False
+        else:
+            end = index + 1
+    return end
+
+
+def with_verl_config_folder(argv: list[str]) -> list[str]:
+    """``argv`` with ``hydra.searchpath=['file://<verl's config folder>']`` added to its overrides: the folder
+    our yaml names as ``pkg://verl.trainer.config``. hydra reads a ``pkg://`` folder by importing its package,
+    which imports verl; by its path the same folder lets every check that needs no verl refuse bad input first.
+    ``argv`` is left as it is where the user sets the search path, or the folder is not found."""
+    if any(arg.lstrip("+").startswith(SEARCH_PATH_KEY + "=") for arg in argv):
+        return argv
+    from verl_dgpo.verl_files import config_dir
+
+    folder = config_dir()
+    if folder is None or "'" in folder or "\\" in folder:
+        return argv
+    end = _overrides_end(argv)
+    return [*argv[:end], f"{SEARCH_PATH_KEY}=['file://{folder}']", *argv[end:]]
+
+
 def main() -> None:
     # Before hydra and before Ray: a verl older than the oldest tested release gets one line, an untested
     # one (newer, or a patch release) its contract checks; then the plugin is named for verl's own loader
@@ -259,6 +331,7 @@ def main() -> None:
     except VerlVersionError as err:
         print(f"verl-dgpo: error: {err}", file=sys.stderr)
         sys.exit(2)
+    sys.argv[1:] = with_verl_config_folder(sys.argv[1:])
     _hydra_main()
 
 

@@ -67,10 +67,17 @@ def closest_name(typed: str, candidates) -> str | None:
 
 
 def verl_loss_mode(method: str) -> str:
-    """verl's ``loss_mode`` for a method name, or :class:`UnknownMethodError` listing :data:`METHODS`."""
+    """verl's ``loss_mode`` for a method name, or :class:`UnknownMethodError` listing :data:`METHODS`.
+
+    A name of :data:`METHODS` maps without ``import verl`` (verl's own ``vanilla`` and ``cispo``, and this
+    plugin's losses, whose registration ``verl_dgpo.check_installed`` proves before a run); any other name
+    is looked up in verl's registry.
+    """
+    loss_mode = ALIASES.get(method, method)
+    if method in METHODS:
+        return loss_mode
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
-    loss_mode = ALIASES.get(method, method)
     if loss_mode not in POLICY_LOSS_REGISTRY:
         close = closest_name(method, METHODS) or closest_name(method, sorted(POLICY_LOSS_REGISTRY))
         hint = f" Did you mean {close!r}?" if close else ""

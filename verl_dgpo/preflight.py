@@ -3,14 +3,18 @@
 :func:`preflight` runs in ``verl_dgpo.main.run`` (so for ``python -m verl_dgpo.main`` and every recipe)
 after the DGPO keys are validated and before anything starts Ray. In order, it checks
 
-1. batch sizes and verl's own config relations (verl's ``validate_config``, run here on the driver
-   instead of in the first Ray actor);
+1. batch sizes;
 2. resources: the GPUs this machine sees against ``trainer.nnodes × trainer.n_gpus_per_node`` (not for the
    local CPU preset, whose memory check is in :mod:`verl_dgpo.local.launch`);
-3. back-ends: the rollout engine's package is installed (found, not imported: importing vLLM takes
-   seconds and touches the GPU);
-4. inputs: ``data.train_files`` / ``data.val_files`` exist and are parquet with the columns verl reads
-   (only the schema is read), and the model is a local directory or in the local Hugging Face cache.
+3. inputs: ``data.train_files`` / ``data.val_files`` exist and are parquet with the columns verl reads
+   (only the schema is read), and the model is a local directory or in the local Hugging Face cache;
+4. verl's own config relations (verl's ``validate_config``, run here on the driver instead of in the
+   first Ray actor);
+5. back-ends: the rollout engine's package is installed (found, not imported: importing vLLM takes
+   seconds and touches the GPU).
+
+1-3 need no ``import verl`` (:func:`checks_without_verl`), so the entry point runs them before it imports
+verl, and a mistake there is refused without the seconds that import takes; 4-5 (:func:`checks_with_verl`) come after.
 
 The first problem raises :class:`PreflightError`: one line naming the key as typed on the command line
 and the allowed values; ``main`` prints it and exits with status 2. What is not an error but worth a
@@ -44,19 +48,32 @@ class PreflightError(ValueError):
 def preflight(config: DictConfig, *, visible_gpus: int | None = None, environ: Mapping[str, str] | None = None):
     """Run every check on a resolved config; return notes (strings) to print, or raise :class:`PreflightError`.
 
-    ``visible_gpus`` and ``environ`` default to this machine's (tests pass their own).
+    ``visible_gpus`` and ``environ`` default to this machine's (tests pass their own). The entry point runs
+    the two halves apart, :func:`checks_without_verl` before it imports verl, :func:`checks_with_verl` after.
     """
+    notes = checks_without_verl(config, visible_gpus=visible_gpus, environ=environ)
+    checks_with_verl(config)
+    return notes
+
+
+def checks_without_verl(config: DictConfig, *, visible_gpus: int | None = None,
+                        environ: Mapping[str, str] | None = None) -> list[str]:
+    """Batch sizes, GPUs, data files and model: the checks that need no ``import verl``; returns notes."""
     environ = os.environ if environ is None else environ
-    local = is_local_cpu(config)
     notes = []
     check_batch_sizes(config)
-    check_verl_config(config)
-    if not local:
+    if not is_local_cpu(config):
         notes += check_gpus(config, count_visible_gpus() if visible_gpus is None else visible_gpus, environ)
-        check_rollout_backend(config)
     check_data_files(config)
     notes += check_model(config, environ)
     return notes
+
+
+def checks_with_verl(config: DictConfig) -> None:
+    """verl's own config relations (``validate_config``) and, off the local preset, the rollout engine."""
+    check_verl_config(config)
+    if not is_local_cpu(config):
+        check_rollout_backend(config)
 
 
 def is_local_cpu(config: DictConfig) -> bool:

@@ -36,19 +36,16 @@ class LocalRunError(RuntimeError):
 
 
 def v0_trainer_available() -> bool:
-    """Whether this verl still ships its deprecated v0 trainer (``verl.trainer.main_ppo_v0``)."""
-    import importlib.util
+    """Whether this verl still ships its deprecated v0 trainer (``verl.trainer.main_ppo_v0``); no ``import verl``."""
+    from verl_dgpo.verl_files import has_module
 
-    try:
-        return importlib.util.find_spec("verl.trainer.main_ppo_v0") is not None
-    except (ImportError, ValueError):
-        return False
+    return has_module("verl.trainer.main_ppo_v0")
 
 
 def choose_trainer(config: DictConfig, v0_available: Optional[bool] = None) -> str:
     """``"v1"`` or ``"v0"``: the trainer the run uses. Both run on CPU (verl_dgpo/local/README.md says
     what each guarantees). On a verl without the v0 trainer a ``trainer.use_v1=false`` run becomes a v1
-    run, and says so in one line. Called before the config is resolved, so the v1 hand-over of the
+    run, and says so in one line. Called before ``verl_dgpo.main.prepare_with_verl``, so that its v1 hand-over of the
     ``dgpo`` estimator (``verl_dgpo.main.use_grpo_session_handling``) sees the trainer that runs."""
     if "use_v1" not in config.trainer:  # verl < 0.9: one trainer (require_cpu_preset refuses it first)
         return "v0"
