@@ -35,6 +35,14 @@ def v0_reference(tmp_path_factory):
     return reference.run(str(tmp_path_factory.mktemp("v0-reference")))
 
 
+@pytest.fixture(scope="session")
+def toy_cache(tmp_path_factory, worker_id):
+    """The ``TOY=1`` warm-start cache (``VERL_DGPO_TOY_CACHE``) of this test session, shared by the xdist workers
+    (their temp folders' common parent), so that the session's TOY runs train the tiny model once."""
+    base = tmp_path_factory.getbasetemp()
+    return str((base if worker_id == "master" else base.parent) / "toy-warm-start-cache")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under ``--dist loadgroup`` (pytest.ini) a test that names no ``xdist_group`` stays with the rest of its

@@ -51,14 +51,14 @@ def toy_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def one_step_runs(toy_dir):
+def one_step_runs(toy_dir, toy_cache):
     """{method: its one-step run}, each launched the first time a test asks for it."""
     runs = {}
 
     def get(method):
         if method not in runs:
             folder = toy_dir(method)
-            proc = start(folder, method, 1, f"{method}.log")
+            proc = start(folder, method, 1, f"{method}.log", toy_cache)
             runs[method] = {"dir": folder, "log": finish(proc), "metrics": run_metrics(folder, proc.started), "steps": 1}
         return runs[method]
 
@@ -66,15 +66,15 @@ def one_step_runs(toy_dir):
 
 
 @pytest.fixture(scope="module")
-def dgpo_runs(toy_dir):
+def dgpo_runs(toy_dir, toy_cache):
     """DGPO: killed once its step-1 checkpoint is complete (step 2 under way), then the same command again."""
     folder = toy_dir("dgpo")
-    proc = start(folder, "dgpo", 2, "dgpo-killed.log")
+    proc = start(folder, "dgpo", 2, "dgpo-killed.log", toy_cache)
     # verl saves step 1's checkpoint, then logs its metrics, then starts step 2: wait for both
     launches.kill_when(lambda: checkpoints.tracker_step(ckpt_dir(folder, "dgpo")) == 1
                        and 1 in run_metrics(folder, proc.started), proc, poll=0.2)  # fmt: skip
     killed = {"metrics": run_metrics(folder, proc.started), "tracker": checkpoints.tracker_step(ckpt_dir(folder, "dgpo"))}
-    proc = start(folder, "dgpo", 2, "dgpo-resumed.log")
+    proc = start(folder, "dgpo", 2, "dgpo-resumed.log", toy_cache)
     log = finish(proc)
     return {"dir": folder, "log": log, "metrics": run_metrics(folder, proc.started), "steps": 2, "killed": killed,
             "started": proc.started}  # fmt: skip

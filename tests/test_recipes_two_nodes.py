@@ -63,9 +63,9 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_node_run(cluster, tmp_path_factory):
+def two_node_run(cluster, tmp_path_factory, toy_cache):
     toy_dir = str(tmp_path_factory.mktemp("two-nodes"))
-    proc = toy_runs.start(toy_dir, METHOD, 1, "run.log", size="14b", RAY_ADDRESS=cluster["address"], **CLUSTER_ENV)
+    proc = toy_runs.start(toy_dir, METHOD, 1, "run.log", toy_cache, size="14b", RAY_ADDRESS=cluster["address"], **CLUSTER_ENV)
     log = launches.finish(proc, timeout=600)
     return {"dir": toy_dir, "log": log, "metrics": toy_runs.run_metrics(toy_dir, proc.started), "steps": 1,
             "actors": actor_nodes(cluster["address"]), "raylet_cwd": cluster["cwd"]}  # fmt: skip

@@ -14,7 +14,9 @@ on CPU at toy scale. It needs, with nothing downloaded:
   below 1, and RL has something to move (rewards seen: recipes/README.md).
 
 The warm start is fixed (steps, learning rate, seed) before any RL run and re-used while its inputs are
-unchanged (``toy_spec.json`` in the model folder).
+unchanged (``toy_spec.json`` in the model folder). Its weights are computed once per machine and copied into
+each ``TOY_DIR`` (:func:`make_model`; the cache folder is ``$VERL_DGPO_TOY_CACHE``, set it empty to train in
+every ``TOY_DIR``).
 """
 
 from __future__ import annotations
@@ -104,15 +106,36 @@ def warm_start(model, examples, pad_id: int, *, seed: int, steps: int, lr: float
     return losses
 
 
-def make_model(out_dir: str, train_parquet: str, log=print) -> str:
-    """The tiny model warm-started on ``train_parquet`` in ``out_dir`` (re-used when its inputs match)."""
-    spec = {"warm_start": WARM_START, "threads": WARM_START_THREADS, "train_sha256": _sha256(train_parquet)}
-    try:
-        with open(os.path.join(out_dir, SPEC_FILE)) as f:
-            if json.load(f)["spec"] == spec:
-                return out_dir
-    except (OSError, ValueError, KeyError):
-        pass
+#: Where warm-started models are kept for re-use by every ``TOY_DIR`` on this machine; empty: no cache.
+CACHE_VARIABLE = "VERL_DGPO_TOY_CACHE"
+
+
+def cache_root(environ=None) -> Optional[str]:
+    """``$VERL_DGPO_TOY_CACHE``, else ``$XDG_CACHE_HOME/verl-dgpo/toy-models`` (``~/.cache`` by default);
+    None when the variable is set empty (every ``TOY_DIR`` then trains its own)."""
+    environ = os.environ if environ is None else environ
+    if CACHE_VARIABLE in environ:
+        return environ[CACHE_VARIABLE] or None
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "verl-dgpo", "toy-models")
+
+
+def cache_key(spec: dict) -> str:
+    """What decides the warm start's weights: its spec (settings, training data) and the code and libraries
+    that compute it (this module, the tiny model's definition, torch, transformers)."""
+    import importlib.metadata
+
+    from verl_dgpo.local import assets
+
+    inputs = {
+        "spec": spec,
+        "code": [_sha256(__file__), _sha256(assets.__file__)],
+        "libraries": [importlib.metadata.version(name) for name in ("torch", "transformers")],
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _train(out_dir: str, train_parquet: str, spec: dict, log) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -128,6 +151,46 @@ def make_model(out_dir: str, train_parquet: str, log=print) -> str:
     with open(os.path.join(out_dir, SPEC_FILE), "w") as f:
         json.dump({"spec": spec, "loss_first": losses[0], "loss_last": losses[-1]}, f, indent=1)
     log(f"[toy] warm start: {len(examples)} prompts, {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}; model in {out_dir}")
+
+
+def _cached(root: str, spec: dict, train_parquet: str, log) -> str:
+    """The cache's copy of the model for ``spec``, trained into it first if absent. One process trains,
+    the others wait for it (a lock file per key), so runs started together train the model once."""
+    import fcntl
+
+    os.makedirs(root, exist_ok=True)
+    entry = os.path.join(root, cache_key(spec))
+    with open(entry + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isfile(os.path.join(entry, SPEC_FILE)):
+            partial = f"{entry}.partial-{os.getpid()}"
+            _train(partial, train_parquet, spec, log)
+            os.rename(partial, entry)  # whole or absent: a killed build leaves only a .partial folder
+    return entry
+
+
+def make_model(out_dir: str, train_parquet: str, log=print, environ=None) -> str:
+    """The tiny model warm-started on ``train_parquet`` in ``out_dir`` (re-used when its inputs match).
+
+    The weights are computed once per machine (:func:`cache_root`, keyed by :func:`cache_key`) and copied
+    into ``out_dir``: the warm start is seeded and single-threaded, so a copy holds what training here would.
+    """
+    spec = {"warm_start": WARM_START, "threads": WARM_START_THREADS, "train_sha256": _sha256(train_parquet)}
+    try:
+        with open(os.path.join(out_dir, SPEC_FILE)) as f:
+            if json.load(f)["spec"] == spec:
+                return out_dir
+    except (OSError, ValueError, KeyError):
+        pass
+    root = cache_root(environ)
+    if root is None:
+        _train(out_dir, train_parquet, spec, log)
+        return out_dir
+    import shutil
+
+    entry = _cached(root, spec, train_parquet, log)
+    shutil.copytree(entry, out_dir, dirs_exist_ok=True)
+    log(f"[toy] warm-started model copied from {entry} (cache: ${CACHE_VARIABLE}) to {out_dir}")
     return out_dir
 
 
