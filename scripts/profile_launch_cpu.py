@@ -25,10 +25,11 @@ DAEMONS = ("gcs_server", "raylet", "log_monitor", "dashboard", "runtime_env", "m
 
 
 def role(cmdline: list[str]) -> str:
-    """A Ray actor's ``ray::Class`` name, a Ray daemon's name, else the program's file name."""
+    """A Ray actor's ``ray::Class`` name (without the method it runs), a Ray daemon's name, else the program's
+    file name."""
     text = " ".join(cmdline)
     if cmdline and cmdline[0].startswith("ray::"):
-        return cmdline[0].split()[0]
+        return cmdline[0].split()[0].split(".")[0]
     for daemon in DAEMONS:
         if daemon in text:
             return daemon

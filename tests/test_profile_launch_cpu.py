@@ -24,6 +24,6 @@ def test_ray_actor_and_module_names_are_their_roles():
     sys.path.insert(0, os.path.dirname(SCRIPT))
     from profile_launch_cpu import role
 
-    assert role(["ray::WorkerDict.actor_rollout_init_model"]) == "ray::WorkerDict.actor_rollout_init_model"
+    assert role(["ray::WorkerDict.actor_rollout_init_model"]) == role(["ray::WorkerDict"]) == "ray::WorkerDict"
     assert role(["/usr/bin/python", "-m", "verl_dgpo.main", "--config-name", "local_cpu"]) == "python -m verl_dgpo.main"
     assert role(["/x/raylet", "--node-ip-address=1"]) == "raylet"
