@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
-import importlib.util
 from pathlib import Path
 from typing import Optional
 
@@ -31,13 +30,10 @@ class TRLIncompatibleError(RuntimeError):
 
 def _package_dir() -> Optional[Path]:
     """The installed ``trl`` package's folder, or None when ``trl`` is not importable (verl then skips TRL)."""
-    try:
-        spec = importlib.util.find_spec("trl")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
+    from verl_dgpo.verl_files import package_dir
+
+    folder = package_dir("trl")
+    return Path(folder) if folder else None
 
 
 def _names_in(init_file: Path) -> set[str]:

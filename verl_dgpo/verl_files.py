@@ -12,10 +12,11 @@ import os
 from typing import Optional
 
 
-def package_dir() -> Optional[str]:
-    """The installed ``verl`` package's folder, or None when verl is not importable."""
+def package_dir(name: str = "verl") -> Optional[str]:
+    """The installed package ``name``'s folder (verl's by default), found without running it; None when it is
+    not importable. :mod:`verl_dgpo.trl_compat` finds TRL's with it."""
     try:
-        spec = importlib.util.find_spec("verl")
+        spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return None
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
