@@ -27,11 +27,12 @@ DAEMONS = ("gcs_server", "raylet", "log_monitor", "dashboard", "runtime_env", "m
 def role(cmdline: list[str]) -> str:
     """A Ray actor's ``ray::Class`` name (without the method it runs), a Ray daemon's name, else the program's
     file name."""
-    text = " ".join(cmdline)
     if cmdline and cmdline[0].startswith("ray::"):
         return cmdline[0].split()[0].split(".")[0]
+    # the program and its script (``python -u .../log_monitor.py``): a driver's arguments may name a daemon too
+    program = " ".join(a for a in cmdline[:3] if not a.startswith("-"))
     for daemon in DAEMONS:
-        if daemon in text:
+        if daemon in program:
             return daemon
     if "-m" in cmdline[:-1]:
         return "python -m " + cmdline[cmdline.index("-m") + 1]

@@ -27,3 +27,8 @@ def test_ray_actor_and_module_names_are_their_roles():
     assert role(["ray::WorkerDict.actor_rollout_init_model"]) == role(["ray::WorkerDict"]) == "ray::WorkerDict"
     assert role(["/usr/bin/python", "-m", "verl_dgpo.main", "--config-name", "local_cpu"]) == "python -m verl_dgpo.main"
     assert role(["/x/raylet", "--node-ip-address=1"]) == "raylet"
+    assert role(["/usr/bin/python", "/x/ray/dashboard/dashboard.py", "--host=127.0.0.1"]) == "dashboard"
+    assert role(["/usr/bin/python", "-u", "/x/ray/_private/log_monitor.py", "--session-dir=/tmp/ray"]) == "log_monitor"
+    # a driver whose arguments name a daemon is still the driver
+    assert role(["/usr/bin/python", "-m", "verl_dgpo.main", "+ray_kwargs.ray_init.include_dashboard=false"]) == (
+        "python -m verl_dgpo.main")
