@@ -6,7 +6,7 @@ model, the rollout dumps and a ten-digit task whose rows can be told apart; the 
 tests/test_e2e_local_resume.py resumes against it) and the default run (DGPO, seed 0, 30 steps), which
 must visibly learn. Every claim below reads one of these runs; none starts its own. (GRPO's ``vanilla``
 loss through the same path: tests/test_paper_pipeline.py.)
-All are ``slow`` (`python -m pytest -q -m slow tests`). The two runs that cannot start stay in the default
+All are ``slow`` (`python -m pytest -q -m slow -n 2 tests`). The two runs that cannot start stay in the default
 tier: they stop before any trainer process exists.
 """
 

@@ -18,6 +18,21 @@ Importing this package (or any module above except ``boot``) changes nothing in 
 from __future__ import annotations
 
 
+def check_memory(config):
+    """The preset's memory check (``local_cpu.min_free_memory_gib``), before verl is imported: one message and
+    exit status 3 when too little memory is available."""
+    import sys
+
+    from verl_dgpo.local.launch import LocalRunError
+    from verl_dgpo.local.launch import check_memory as _check_memory
+
+    try:
+        _check_memory(float(config.local_cpu.min_free_memory_gib))
+    except LocalRunError as err:
+        print(f"verl-dgpo local run: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
+
+
 def activate(config):
     """Set up and start a local CPU run on the driver (``verl_dgpo.main`` then picks the v0 TaskRunner).
 

@@ -318,8 +318,7 @@ def activate(config: DictConfig):
 
     started = process_start_time()
     lc = config.local_cpu
-    check_supported(config)
-    check_memory(float(lc.min_free_memory_gib))
+    check_supported(config)  # (the memory check ran before verl's import: verl_dgpo.local.check_memory)
     output_dir = os.path.abspath(os.path.expanduser(lc.output_dir))
     model, data = config.actor_rollout_ref.model, config.data
     needs_assets = None in (model.path, data.train_files, data.val_files)  # all set (TOY=1 recipes): none written
