@@ -31,7 +31,7 @@ fi
 say "trl $("$PY" -c 'import importlib.metadata as m; print(m.version("trl"))') installed, nothing else changed ($((SECONDS - START)) s)"
 
 T=$SECONDS
-env PATH="$VENV/bin:$PATH" PYTHONPATH="$PWD" "$PY" -m pytest -q -p no:cacheprovider \
+env PATH="$VENV/bin:$PATH" PYTHONPATH="$PWD" "$PY" -m pytest -q -p no:cacheprovider -n 2 \
   tests/test_trl_config.py tests/test_trl_trainer.py
 say "TRL tests passed ($((SECONDS - T)) s)"
 

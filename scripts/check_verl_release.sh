@@ -60,7 +60,8 @@ if ! clean "$VENV/bin/verl-dgpo-check" 2>/dev/null; then
 fi
 say "verl-dgpo-check: every contract holds ($((SECONDS - T)) s)"
 
-run_tests() { clean "$PY" -m pytest -q -p no:cacheprovider "$@"; }
+# two workers (not pytest.ini's three): .ci/run runs two of these checks at once on its two cores
+run_tests() { clean "$PY" -m pytest -q -p no:cacheprovider -n 2 "$@"; }
 T=$SECONDS
 run_tests tests/release
 say "tests/release passed ($((SECONDS - T)) s)"
