@@ -57,7 +57,7 @@ def is_ray_worker(process) -> bool:
     import psutil
 
     try:
-        return process.cmdline()[:1] != [] and process.cmdline()[0].startswith("ray::")
+        return any(arg.startswith("ray::") for arg in process.cmdline()[:1])
     except psutil.Error:
         return False
 
@@ -132,13 +132,12 @@ def kill_when(condition, proc, armed=lambda: True, timeout=600, poll=0.001) -> N
     pytest.fail(f"kill point not reached within {timeout} s:\n{output(proc)[-4000:]}")
 
 
-def real_time_priority() -> bool:
-    """This process, as a SCHED_FIFO task (lowest real-time priority), where permitted; whether it is."""
+def real_time_priority() -> None:
+    """This process, as a SCHED_FIFO task (lowest real-time priority), where permitted."""
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-        return True
     except (AttributeError, OSError):  # not Linux, or no CAP_SYS_NICE: an ordinary process polls
-        return False
+        pass
 
 
 def normal_priority() -> None:

@@ -214,7 +214,6 @@ def run(config: DictConfig) -> None:
         from verl_dgpo.local.patches import require_cpu_preset
 
         check_memory(config)  # local_cpu.min_free_memory_gib: one line, exit status 3
-
         require_cpu_preset(check_verl_version())  # its patch targets, found unchanged: one line on 0.7.1/0.8.0
         choose_trainer(config)  # v1 where this verl has no v0 trainer (one line), before the v1 hand-over below
     config = prepare_with_verl(config)

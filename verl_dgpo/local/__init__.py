@@ -18,34 +18,34 @@ Importing this package (or any module above except ``boot``) changes nothing in 
 from __future__ import annotations
 
 
-def check_memory(config):
-    """The preset's memory check (``local_cpu.min_free_memory_gib``), before verl is imported: one message and
-    exit status 3 when too little memory is available."""
+def _exit_3_on_local_run_error(step, *args) -> None:
+    """``step(*args)``; a :class:`~verl_dgpo.local.launch.LocalRunError` it raises is printed as one message
+    and the process exits with status 3."""
     import sys
 
     from verl_dgpo.local.launch import LocalRunError
-    from verl_dgpo.local.launch import check_memory as _check_memory
 
     try:
-        _check_memory(float(config.local_cpu.min_free_memory_gib))
+        step(*args)
     except LocalRunError as err:
         print(f"verl-dgpo local run: error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(3) from None
+
+
+def check_memory(config):
+    """The preset's memory check (``local_cpu.min_free_memory_gib``), before verl is imported: one message and
+    exit status 3 when too little memory is available."""
+    from verl_dgpo.local.launch import check_memory as _check_memory
+
+    _exit_3_on_local_run_error(_check_memory, float(config.local_cpu.min_free_memory_gib))
 
 
 def activate(config):
     """Set up and start a local CPU run on the driver (``verl_dgpo.main`` then picks the v0 TaskRunner).
 
-    A problem that stops the run (unsupported setting, Ray cannot start, memory short) is printed as one
-    clear message and the process exits with status 3.
+    A problem that stops the run (unsupported setting, Ray cannot start) is printed as one clear message and
+    the process exits with status 3 (the memory check ran earlier, before verl's import: :func:`check_memory`).
     """
-    import sys
-
-    from verl_dgpo.local.launch import LocalRunError
     from verl_dgpo.local.launch import activate as _activate
 
-    try:
-        _activate(config)
-    except LocalRunError as err:
-        print(f"verl-dgpo local run: error: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(3) from None
+    _exit_3_on_local_run_error(_activate, config)
