@@ -5,7 +5,7 @@ start it: the session's v0 reference run (tests/v0_reference.py: DGPO for 4 step
 model, the rollout dumps and a ten-digit task whose rows can be told apart; the crash test of
 tests/test_e2e_local_resume.py resumes against it) and the default run (DGPO, seed 0, 30 steps), which
 must visibly learn. Every claim below reads one of these runs; none starts its own. (GRPO's ``vanilla``
-loss through the same path: tests/test_paper_pipeline.py.)
+loss trains in the toy pipeline, on v1: tests/test_paper_pipeline.py.)
 All are ``slow`` (`python -m pytest -q -m slow -n 2 tests`). The two runs that cannot start stay in the default
 tier: they stop before any trainer process exists.
 """

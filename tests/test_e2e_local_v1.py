@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 LEARNING_STEPS = 12
 N = 8  # actor_rollout_ref.rollout.n of the preset
 VAL_N = 4
+VAL_PROMPTS = 16  # local_cpu.task.val_size of the run (the preset's 64, fewer to keep the slow tier short)
 
 
 def train(out_dir, *overrides, timeout=900):
@@ -68,6 +69,7 @@ def learning(tmp_path_factory):
         f"trainer.test_freq={LEARNING_STEPS}",
         "trainer.save_freq=-1",
         f"actor_rollout_ref.rollout.val_kwargs.n={VAL_N}",
+        f"local_cpu.task.val_size={VAL_PROMPTS}",
         "actor_rollout_ref.rollout.val_kwargs.do_sample=true",
         "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
         f"trainer.validation_data_dir={os.path.join(out, 'validation')}",
@@ -114,7 +116,7 @@ def test_v1_validation_logs_pass_at_k_equal_to_the_dumped_scores(learning):
     assert sources, sorted(val)
     with open(glob.glob(os.path.join(learning["out"], "validation", "*.jsonl"))[0]) as f:
         scores = [row["score"] for row in map(json.loads, f)]
-    assert len(scores) == 64 * VAL_N  # local_cpu.task.val_size prompts x n
+    assert len(scores) == VAL_PROMPTS * VAL_N
     for source in sources:
         p = [val[f"{source}/pass@{k}"] for k in (1, 2, 4)]
         assert p[0] == pytest.approx(sum(scores) / len(scores), abs=1e-9)
