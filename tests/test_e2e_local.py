@@ -5,7 +5,7 @@ start it: the session's v0 reference run (tests/v0_reference.py: DGPO for 4 step
 model, the rollout dumps and a ten-digit task whose rows can be told apart; the crash test of
 tests/test_e2e_local_resume.py resumes against it) and the default run (DGPO, seed 0, 30 steps), which
 must visibly learn. Every claim below reads one of these runs; none starts its own. (GRPO's ``vanilla``
-loss trains in the toy pipeline, on v1: tests/test_paper_pipeline.py.)
+loss through the same path: tests/test_paper_pipeline.py.)
 All are ``slow`` (`python -m pytest -q -m slow -n 2 tests`). The two runs that cannot start stay in the default
 tier: they stop before any trainer process exists.
 """
@@ -76,19 +76,7 @@ def dgpo_run(v0_reference):
     """The v0 reference run, with the names these tests read."""
     out = v0_reference["out"]
     return {"out": out, "dump": os.path.join(out, "rollout_weights"), "steps": v0_reference["steps"],
-            "stdout": v0_reference["text"], "validation": validation_metrics(out)}
-
-
-def validation_metrics(out):
-    """The metrics of the validation after the last step (verl logs them in a record of their own, or with
-    the step's)."""
-    values = {}
-    for path in glob.glob(os.path.join(out, "logs", "metrics-*.jsonl")):
-        with open(path) as f:
-            for record in map(json.loads, f):
-                if record["step"] == STEPS:
-                    values.update({k: v for k, v in record["data"].items() if k.startswith("val-")})
-    return values
+            "stdout": v0_reference["text"]}
 
 
 @pytest.mark.slow
@@ -98,20 +86,6 @@ def test_dgpo_run_has_finite_loss_and_grad_norm_every_step(dgpo_run):
     for data in steps.values():
         for key in ("actor/pg_loss", "actor/grad_norm", "actor/kl_loss"):
             assert math.isfinite(data[key]), (key, data[key])
-
-
-@pytest.mark.slow
-def test_v0_validation_logs_pass_at_1_equal_to_the_dumped_scores(dgpo_run):
-    """The validation after the last step went through our Pass@k subclass of verl's v0 trainer: its pass@1
-    (one greedy sample per prompt, the preset's validation) is the mean score of verl's validation dump."""
-    val = dgpo_run["validation"]
-    sources = {k.rsplit("/", 1)[0] for k in val if k.startswith("val-core/") and k.endswith("/pass@1") and "/average/" not in k}
-    assert sources, sorted(val)
-    with open(os.path.join(dgpo_run["out"], "validation", f"{STEPS}.jsonl")) as f:
-        scores = [row["score"] for row in map(json.loads, f)]
-    assert len(scores) == 64  # local_cpu.task.val_size prompts, one sample each
-    for source in sources:
-        assert val[f"{source}/pass@1"] == pytest.approx(sum(scores) / len(scores), abs=1e-9)
 
 
 @pytest.mark.slow

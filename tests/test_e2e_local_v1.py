@@ -6,11 +6,11 @@ sampled validation (n = 4) after the last step and the rollouts dumped (``traine
 
 Under ``full_determinism`` verl's v1 agent loop names every request ``det-0``; a rollout server that
 seeded by the request id would sample all 64 responses of a step identically (zero advantage, zero
-gradient, no error). The dumped rollouts show that each group's responses differ. The same check with
-``full_determinism`` off, and two same-seed runs that sample the same first-step responses, are on the
-v1 trainings of the toy reproduction (tests/test_paper_pipeline.py), which launch anyway; that the
-server ignores v1's request ids, so the setting does not change what is sampled, is
-tests/test_local_hf_rollout.py's. verl_dgpo/local/README.md states what v1 guarantees, and why it does
+gradient, no error). The dumped rollouts show that each group's responses differ. With
+``full_determinism`` off (as every recipe has it), the groups, and two same-seed runs that sample the
+same first-step responses, are checked on the ``TOY=1`` recipes' v1 runs (tests/test_recipes_toy.py),
+which launch anyway; that the server ignores v1's request ids, so the setting does not change what is
+sampled, is tests/test_local_hf_rollout.py's. verl_dgpo/local/README.md states what v1 guarantees, and why it does
 not repeat a run bit for bit after the first step.
 """
 

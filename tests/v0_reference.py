@@ -1,10 +1,9 @@
 """The uninterrupted v0 reference run that tests/test_e2e_local.py and tests/test_e2e_local_resume.py share.
 
 One launch of ``python -m verl_dgpo.main --config-name local_cpu`` (DGPO, seed 0) for STEPS steps with a
-checkpoint after every step, the reference model built (KL loss), the HF weights in every checkpoint, a
-validation after the last step (verl's v0 trainer built by our Pass@k subclass), the rollouts and the
-validation samples dumped by verl (``trainer.rollout_data_dir``, ``trainer.validation_data_dir``) and the
-rollout engine's weights by the preset (``VERL_DGPO_ROLLOUT_DUMP_DIR``). The crash test's killed and resumed launches take the same arguments, so
+checkpoint after every step, the reference model built (KL loss), the HF weights in every checkpoint, the
+rollouts dumped by verl (``trainer.rollout_data_dir``) and the rollout engine's weights by the preset
+(``VERL_DGPO_ROLLOUT_DUMP_DIR``). The crash test's killed and resumed launches take the same arguments, so
 their metrics can be compared with this run's exactly. tests/conftest.py runs it once per session
 (``v0_reference``), in the worker that holds every test asking for it.
 """
@@ -23,7 +22,6 @@ ARGUMENTS = [
     "local_cpu.task.digits=1",  # the rollout dump, and the random model still scores now and then (non-zero advantages)
     f"trainer.total_training_steps={STEPS}",
     "trainer.save_freq=1",
-    f"trainer.test_freq={STEPS}",
     "actor_rollout_ref.actor.use_kl_loss=true",  # builds the reference model too (pinned-memory patch)
     "actor_rollout_ref.actor.kl_loss_coef=0.001",
     "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
@@ -34,8 +32,7 @@ def start(out, *overrides):
     """A launch in ``out`` with the reference's arguments (then ``overrides``), its dumps under ``out``."""
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, "-m", "verl_dgpo.main", "--config-name", "local_cpu", f"local_cpu.output_dir={out}",
-           *ARGUMENTS, f"trainer.rollout_data_dir={os.path.join(out, 'rollouts')}",
-           f"trainer.validation_data_dir={os.path.join(out, 'validation')}", *overrides]
+           *ARGUMENTS, f"trainer.rollout_data_dir={os.path.join(out, 'rollouts')}", *overrides]
     env = launches.user_env(VERL_DGPO_ROLLOUT_DUMP_DIR=os.path.join(out, "rollout_weights"))
     return launches.start(cmd, out, os.path.join(out, f"launch-{time.time_ns()}.log"), env)
 

@@ -5,8 +5,7 @@
 #   1. scripts/prepare_data.py   the six benchmarks + a training set, from the small local copies in
 #                                tests/fixtures/data (no network), in the paper's format
 #   2. python -m verl_dgpo.main  the local CPU preset's tiny random model (~100k parameters), trained
-#                                with dgpo, then with grpo, a few steps each, on those math prompts, by
-#                                verl's v1 trainer (trainer.use_v1=true, the one every recipe runs);
+#                                with dgpo, then with grpo, a few steps each, on those math prompts;
 #                                validation on the six benchmarks logs Avg@k and Pass@k per benchmark
 #   3. python -m verl_dgpo.eval  both final checkpoints, Hugging Face backend, k samples per problem
 #   4. scripts/make_tables.py    OUT_DIR/tables.md: our numbers beside the published ones
@@ -43,7 +42,7 @@ train() {  # train METHOD: the local preset on the prepared math data, validatin
     local method=$1
     shift
     step "2/4 train $method for $STEPS steps -> $OUT/runs/$method"
-    python -m verl_dgpo.main --config-name local_cpu trainer.use_v1=true \
+    python -m verl_dgpo.main --config-name local_cpu \
         algorithm.policy_loss="$method" \
         local_cpu.output_dir="$OUT/runs/$method" \
         data.train_files="$OUT/data/train.parquet" \
