@@ -60,14 +60,11 @@ if ! clean "$VENV/bin/verl-dgpo-check" 2>/dev/null; then
 fi
 say "verl-dgpo-check: every contract holds ($((SECONDS - T)) s)"
 
-# two workers (not pytest.ini's three): .ci/run runs two of these checks at once on its two cores
-run_tests() { clean "$PY" -m pytest -q -p no:cacheprovider -n 2 "$@"; }
+# One pytest for both (each pytest's workers import verl to collect), two workers (not pytest.ini's three):
+# .ci/run runs two of these checks at once on its two cores.
 T=$SECONDS
-run_tests tests/release
-say "tests/release passed ($((SECONDS - T)) s)"
-T=$SECONDS
-run_tests tests/test_recipes.py
-say "tests/test_recipes.py passed ($((SECONDS - T)) s)"
+clean "$PY" -m pytest -q -p no:cacheprovider -n 2 tests/release tests/test_recipes.py
+say "tests/release and tests/test_recipes.py passed ($((SECONDS - T)) s)"
 
 if [ -z "$WHEEL" ]; then
   # Older than the oldest tested release: one line, exit status 2, before hydra or Ray.

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]), "PIPELINE_VAL_N": str(VAL_N)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]), "PIPELINE_VAL_N": str(VAL_N),
+           "PIPELINE_STEPS": "1"}  # one step each (the script's default is 2): the chain is what is checked
     reward = os.path.join(REPO, "tests", "fixtures", "digit_first_reward.py")
     done = subprocess.run(
         ["bash", SCRIPT, str(out), f"reward.custom_reward_function.path={reward}"],

@@ -11,9 +11,16 @@ What is checked, per run: the v1 trainer ran (its replay-buffer metrics), ``val-
 logged before training and after the last step, the last step's checkpoint is complete, step 1's
 reward is above 0 (the warm start answers in ``\\boxed{}``, so the gradient is not 0); and, for the
 resumed run, that tensorboard's event files hold exactly the metrics the console printed.
+
+The one-step runs also dump their rollouts (``trainer.rollout_data_dir``, added to the recipe's arguments;
+it changes no training key). They are v1 runs with ``full_determinism`` off, as every recipe has it: the
+groups there are not all of one response, and runs of different methods in a group, from the same warm
+start with the same seed, sampled the same first-step responses (the preset's v1 run with it on:
+tests/test_e2e_local_v1.py).
 """
 
 import glob
+import json
 import os
 import re
 
@@ -58,8 +65,10 @@ def one_step_runs(toy_dir, toy_cache):
     def get(method):
         if method not in runs:
             folder = toy_dir(method)
-            proc = start(folder, method, 1, f"{method}.log", toy_cache)
-            runs[method] = {"dir": folder, "log": finish(proc), "metrics": run_metrics(folder, proc.started), "steps": 1}
+            rollouts = os.path.join(folder, f"rollouts-{method}")  # verl's dump of the step's responses
+            proc = start(folder, method, 1, f"{method}.log", toy_cache, hydra=[f"trainer.rollout_data_dir={rollouts}"])
+            runs[method] = {"dir": folder, "log": finish(proc), "metrics": run_metrics(folder, proc.started), "steps": 1,
+                            "rollouts": rollouts}  # fmt: skip
         return runs[method]
 
     return get
@@ -108,6 +117,41 @@ def test_killed_run_resumes_by_the_recipes_setting_and_ends_at_the_same_step(dgp
     assert "val-core/aime24/acc/pass@4" in resumed[1]  # val_before_train, at the step it resumed from
     assert trained == [2], trained  # step 1 came from the checkpoint, not from training it again
     assert checkpoints.tracker_step(ckpt_dir(toy_dir, "dgpo")) == 2
+
+
+def dumped_groups(rollouts, step=1):
+    """{prompt uid: [response, ...]} of one step, from verl's v1 rollout dump (each row's ``uid`` is its
+    TransferQueue key, ``<prompt uid>_<session>_<output index>``)."""
+    groups = {}
+    with open(os.path.join(rollouts, f"{step}.jsonl")) as f:
+        for row in map(json.loads, f):
+            groups.setdefault(row["uid"].rsplit("_", 2)[0], []).append(row["output"])
+    return groups
+
+
+ONE_STEP = [m for m in GROUP if m != "dgpo"]
+
+
+@pytest.mark.parametrize("toy_run", [in_group(m) for m in ONE_STEP], indirect=True)
+def test_with_full_determinism_off_the_groups_are_not_all_of_one_response(toy_run):
+    """The recipe's 4 groups of 4 (``TOY=1``'s batch and n). The warm start is sure of some answers, so a
+    group of four equal answers can be honest; a rollout that seeded every copy of a prompt alike would make
+    every group one response (the v1 ``full_determinism`` trap, verl_dgpo/local/README.md)."""
+    method, run = toy_run
+    groups = dumped_groups(run["rollouts"])
+    assert len(groups) == 4 and all(len(g) == 4 for g in groups.values()), {k: len(g) for k, g in groups.items()}
+    assert max(len(set(g)) for g in groups.values()) > 1, groups
+
+
+@pytest.mark.parametrize("first, second", [pytest.param("grpo", "cispo", marks=pytest.mark.xdist_group("toy-a")),
+                                           pytest.param("grpo", "aspo", marks=pytest.mark.xdist_group("toy-a"))])
+def test_same_warm_start_and_seed_sample_the_same_first_step_responses(one_step_runs, first, second):
+    """Two methods' runs before their first update: the same model, seed and batch, so the same responses
+    (in any order), with ``full_determinism`` off."""
+    def responses(method):
+        return sorted(r for g in dumped_groups(one_step_runs(method)["rollouts"]).values() for r in g)
+
+    assert responses(first) == responses(second)
 
 
 CONSOLE_LINE = re.compile(r"step:(\d+) - (.*)$")

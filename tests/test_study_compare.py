@@ -1,4 +1,4 @@
-"""The comparison in reduced mode through verl's real trainer on CPU: one method x one seed x three steps.
+"""The comparison in reduced mode through verl's real trainer on CPU: one method x one seed x two steps.
 
 One trainer launch in all (about 1-2 minutes on 2 idle cores), from the long study's committed warm start
 (copied, so nothing is retrained). Checks that every CSV column the report reads is present and finite,
@@ -24,7 +24,7 @@ sys.path.insert(0, EXPERIMENT)
 from comparison_study import runs  # noqa: E402
 
 METHODS = ["dgpo"]
-STEPS = 3
+STEPS = 2
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(sys.platform != "linux", reason="the local CPU trainer runs Ray on Linux")]

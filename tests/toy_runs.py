@@ -11,12 +11,12 @@ from verl_dgpo import checkpoints
 PASS_AT = ("pass@1", "pass@2", "pass@4")  # VAL_N=4 under TOY=1
 
 
-def start(toy_dir, method, steps, log_name, toy_cache, size="1.5b", **env):
-    """``TOY=1 bash recipes/run_<method>_<size>.sh`` in ``toy_dir`` for ``steps`` steps (more variables in ``env``),
-    its warm-started model from the session's cache ``toy_cache`` (tests/conftest.py: built once per session)."""
+def start(toy_dir, method, steps, log_name, toy_cache, size="1.5b", hydra=(), **env):
+    """``TOY=1 bash recipes/run_<method>_<size>.sh [hydra]`` in ``toy_dir`` for ``steps`` steps (more variables in
+    ``env``), its warm-started model from the session's cache ``toy_cache`` (tests/conftest.py: built once per session)."""
     env = launches.user_env(TOY="1", TOY_DIR=toy_dir, TOTAL_TRAINING_STEPS=str(steps), VERL_DGPO_TOY_CACHE=toy_cache, **env)
     script = os.path.join(launches.REPO, "recipes", f"run_{method}_{size}.sh")
-    return launches.start(["bash", script], toy_dir, os.path.join(toy_dir, log_name), env)
+    return launches.start(["bash", script, *hydra], toy_dir, os.path.join(toy_dir, log_name), env)
 
 
 def run_metrics(toy_dir, since):
