@@ -4,6 +4,7 @@ Every launch carries a mark in its environment (``VERL_DGPO_TEST_LAUNCH``) that 
 workers inherit, so that :func:`kill_tree` finds every process of that run, even those Ray re-parented.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,16 @@ def start(cmd, cwd, log_path, env) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc.log, proc.token, proc.started = log, env[LAUNCH_MARK], time.time()
     return proc
+
+
+def v1_rollout_groups(path) -> dict:
+    """{prompt uid: [response, ...]} from one step's file of verl's v1 rollout dump (``trainer.rollout_data_dir``;
+    each row's ``uid`` is its TransferQueue key, ``<prompt uid>_<session>_<output index>``)."""
+    groups = {}
+    with open(path) as f:
+        for row in map(json.loads, f):
+            groups.setdefault(row["uid"].rsplit("_", 2)[0], []).append(row["output"])
+    return groups
 
 
 def output(proc) -> str:

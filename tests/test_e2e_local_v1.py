@@ -10,8 +10,8 @@ gradient, no error). The dumped rollouts show that each group's responses differ
 ``full_determinism`` off (as every recipe has it), the groups, and two same-seed runs that sample the
 same first-step responses, are checked on the ``TOY=1`` recipes' v1 runs (tests/test_recipes_toy.py),
 which launch anyway; that the server ignores v1's request ids, so the setting does not change what is
-sampled, is tests/test_local_hf_rollout.py's. verl_dgpo/local/README.md states what v1 guarantees, and why it does
-not repeat a run bit for bit after the first step.
+sampled, is tests/test_local_hf_rollout.py's. verl_dgpo/local/README.md states what v1 guarantees, and
+why it does not repeat a run bit for bit after the first step.
 """
 
 import collections
@@ -51,13 +51,8 @@ def train(out_dir, *overrides, timeout=900):
 
 
 def dumped_groups(out_dir, step):
-    """{prompt uid: [response, ...]} of one training step, from verl's rollout dump (v1 writes each
-    sample's TransferQueue key there, ``<prompt uid>_<session>_<output index>``)."""
-    groups = collections.defaultdict(list)
-    with open(os.path.join(out_dir, "rollouts", f"{step}.jsonl")) as f:
-        for row in map(json.loads, f):
-            groups[row["uid"].rsplit("_", 2)[0]].append(row["output"])
-    return groups
+    """{prompt uid: [response, ...]} of one training step, from verl's rollout dump."""
+    return launches.v1_rollout_groups(os.path.join(out_dir, "rollouts", f"{step}.jsonl"))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ tests/test_e2e_local_v1.py).
 """
 
 import glob
-import json
 import os
 import re
 
@@ -67,8 +66,8 @@ def one_step_runs(toy_dir, toy_cache):
             folder = toy_dir(method)
             rollouts = os.path.join(folder, f"rollouts-{method}")  # verl's dump of the step's responses
             proc = start(folder, method, 1, f"{method}.log", toy_cache, hydra=[f"trainer.rollout_data_dir={rollouts}"])
-            runs[method] = {"dir": folder, "log": finish(proc), "metrics": run_metrics(folder, proc.started), "steps": 1,
-                            "rollouts": rollouts}  # fmt: skip
+            runs[method] = {"dir": folder, "log": finish(proc), "metrics": run_metrics(folder, proc.started),
+                            "steps": 1, "rollouts": rollouts}  # fmt: skip
         return runs[method]
 
     return get
@@ -119,14 +118,9 @@ def test_killed_run_resumes_by_the_recipes_setting_and_ends_at_the_same_step(dgp
     assert checkpoints.tracker_step(ckpt_dir(toy_dir, "dgpo")) == 2
 
 
-def dumped_groups(rollouts, step=1):
-    """{prompt uid: [response, ...]} of one step, from verl's v1 rollout dump (each row's ``uid`` is its
-    TransferQueue key, ``<prompt uid>_<session>_<output index>``)."""
-    groups = {}
-    with open(os.path.join(rollouts, f"{step}.jsonl")) as f:
-        for row in map(json.loads, f):
-            groups.setdefault(row["uid"].rsplit("_", 2)[0], []).append(row["output"])
-    return groups
+def dumped_groups(rollouts):
+    """{prompt uid: [response, ...]} of the one step of a one-step run."""
+    return launches.v1_rollout_groups(os.path.join(rollouts, "1.jsonl"))
 
 
 ONE_STEP = [m for m in GROUP if m != "dgpo"]

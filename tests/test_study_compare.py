@@ -3,9 +3,9 @@
 One trainer launch in all (about 1-2 minutes on 2 idle cores), from the long study's committed warm start
 (copied, so nothing is retrained). Checks that every CSV column the report reads is present and finite,
 that the report is built from them, that the run record holds no checkout path, and that the same command
-run again skips the finished run (no second launch). DGPO is the method: its CSV has the columns only DGPO fills (the LN/HP fractions). The paired
-differences themselves are built from the committed studies' CSVs in the default tier
-(tests/test_study_report_reproducible.py).
+run again skips the finished run (no second launch). DGPO is the method: its CSV has the columns only DGPO
+fills (the LN/HP fractions). The paired differences themselves are built from the committed studies' CSVs
+in the default tier (tests/test_study_report_reproducible.py).
 """
 
 import json

@@ -41,7 +41,8 @@ def check_memory(config):
 
 
 def activate(config):
-    """Set up and start a local CPU run on the driver (``verl_dgpo.main`` then picks the v0 TaskRunner).
+    """Set up and start a local CPU run on the driver (assets, environment, Ray); ``verl_dgpo.main`` then runs
+    verl's trainer.
 
     A problem that stops the run (unsupported setting, Ray cannot start) is printed as one clear message and
     the process exits with status 3 (the memory check ran earlier, before verl's import: :func:`check_memory`).
