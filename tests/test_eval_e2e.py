@@ -17,7 +17,7 @@ from verl_dgpo.data.prepare import convert
 from verl_dgpo.data.sources import BENCHMARKS
 
 K = 4
-PROBLEMS = 30
+PROBLEMS = 12
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_killed_evaluation_resumes_to_the_uninterrupted_result(setup):
     assert 0 < len(written) < PROBLEMS * K, "the run finished before it could be killed"
     finished = len({json.loads(x)["problem"] for x in written[: len(written) // K * K]})
     with open(samples, "a") as f:
-        f.write('{"problem": 29, "sam')  # a line cut by the kill
+        f.write(f'{{"problem": {PROBLEMS - 1}, "sam')  # a line cut by the kill
 
     again = subprocess.run(command(model, data, tmp / "cut"), env=env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -58,25 +58,6 @@ def test_a_caller_that_no_longer_calls_the_patched_function_is_reported(monkeypa
     ]
 
 
-def test_process_group_patch_reaches_a_caller_loaded_before_it():
-    """engine_workers copies the function at its import; a patch applied later must rebind that copy too."""
-    state = run_python(
-        """
-        import json
-        import verl
-        import verl.workers.engine_workers as ew  # imported before the patch
-        import verl.utils.distributed as dist
-        from verl_dgpo.local import patches
-        original = ew.initialize_global_process_group_ray
-        patches.apply_patches()
-        patched = ew.initialize_global_process_group_ray is dist.initialize_global_process_group_ray is not original
-        patches.remove_patches()
-        print(json.dumps({"patched": patched, "restored": ew.initialize_global_process_group_ray is original}))
-        """
-    )
-    assert state == {"patched": True, "restored": True}
-
-
 def test_patches_are_gated_by_their_targets_not_by_the_version_string(monkeypatch):
     """Another version string with the same code: nothing to report. The same version with one target's
     source line changed: reported by name, and the patches refuse to apply."""
@@ -99,47 +80,72 @@ def test_patches_are_gated_by_their_targets_not_by_the_version_string(monkeypatc
     assert "\n" not in str(info.value) and "verl==0.10.0.dev0" in str(info.value) and "pinned_memory" in str(info.value)
 
 
-def test_importing_the_plugin_and_local_package_changes_nothing_in_verl():
-    """A GPU user who installs verl-dgpo gets verl's own behaviour: no patch, no platform, no rollout entry."""
-    state = run_python(
+@pytest.fixture(scope="module")
+def import_then_patch():
+    """One fresh interpreter: import verl (and callers that copy a patched function at their import), then every
+    module of ours, and record what changed; only then apply the patches and remove them again."""
+    return run_python(
         """
         import json, importlib, sys
         import verl  # loads the verl.plugins entry point (verl_dgpo.registry)
         import verl.utils.distributed as dist
         import verl.workers.engine.fsdp.transformer_impl as ti
+        import verl.workers.engine_workers as ew  # copies initialize_global_process_group_ray at its import
+        import verl.trainer.main_ppo_v0 as v0, verl.trainer.ppo.ray_trainer as rt
         from verl.workers.engine.base import EngineRegistry
         from verl.workers.rollout import base, replica
         from verl.plugin.platform.platform_manager import PlatformRegistry
-        before = (dist.initialize_global_process_group_ray, EngineRegistry.__dict__["get_engine_cls"], ti.CPUOffloadPolicy)
-        for name in ["verl_dgpo", "verl_dgpo.registry", "verl_dgpo.main", "verl_dgpo.local",
+        def watched():
+            return (dist.initialize_global_process_group_ray, ew.initialize_global_process_group_ray,
+                    EngineRegistry.__dict__["get_engine_cls"], ti.CPUOffloadPolicy, v0.RayPPOTrainer, rt.RayPPOTrainer)
+        before = watched()
+        for name in ["verl_dgpo", "verl_dgpo.registry", "verl_dgpo.main", "verl_dgpo.task_runners", "verl_dgpo.local",
                      "verl_dgpo.local.platform", "verl_dgpo.local.patches", "verl_dgpo.local.launch",
                      "verl_dgpo.local.progress", "verl_dgpo.local.task", "verl_dgpo.local.assets",
                      "verl_dgpo.local.hf_rollout"]:
             importlib.import_module(name)
-        after = (dist.initialize_global_process_group_ray, EngineRegistry.__dict__["get_engine_cls"], ti.CPUOffloadPolicy)
-        from verl_dgpo.local.patches import applied_patches
-        print(json.dumps({
+        state = {
             "plugin_loaded": "verl_dgpo.registry" in sys.modules,
             "boot_loaded": "verl_dgpo.local.boot" in sys.modules,
-            "same_objects": all(a is b for a, b in zip(before, after)),
-            "applied": applied_patches(),
+            "same_objects": all(a is b for a, b in zip(before, watched())),
+            "trainer_is_verls": v0.RayPPOTrainer is rt.RayPPOTrainer,
             "cpu_platform": PlatformRegistry.get("cpu") is not None,
             "hf_adapter": ("hf", "async") in base._ROLLOUT_REGISTRY,
             "hf_replica": "hf" in replica.RolloutReplicaRegistry._registry,
             "offload_pins": ti.CPUOffloadPolicy().pin_memory,
-        }))
+        }
+        from verl_dgpo.local import patches
+        state["applied"] = patches.applied_patches()
+        original = ew.initialize_global_process_group_ray
+        patches.apply_patches()
+        state["caller_patched"] = ew.initialize_global_process_group_ray is dist.initialize_global_process_group_ray is not original
+        patches.remove_patches()
+        state["caller_restored"] = ew.initialize_global_process_group_ray is original
+        print(json.dumps(state))
         """
     )
+
+
+def test_importing_the_plugin_and_local_package_changes_nothing_in_verl(import_then_patch):
+    """A GPU user who installs verl-dgpo gets verl's own behaviour: no patch, no platform, no rollout entry, and
+    verl's own trainer class where verl's entry points look it up."""
+    state = {k: v for k, v in import_then_patch.items() if not k.startswith("caller_")}
     assert state == {
         "plugin_loaded": True,
         "boot_loaded": False,
         "same_objects": True,
+        "trainer_is_verls": True,
         "applied": [],
         "cpu_platform": False,
         "hf_adapter": False,
         "hf_replica": False,
         "offload_pins": True,
     }
+
+
+def test_process_group_patch_reaches_a_caller_loaded_before_it(import_then_patch):
+    """engine_workers copies the function at its import; a patch applied later must rebind that copy too."""
+    assert import_then_patch["caller_patched"] is True and import_then_patch["caller_restored"] is True
 
 
 def test_each_patch_removes_its_cpu_error_and_is_reversible():

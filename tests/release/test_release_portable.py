@@ -62,6 +62,7 @@ def closed_form_weight(r, a, eps_low=EPS_LOW, eps_high=EPS_HIGH, n=N, m=M):
 
 REGISTRATION_PROBE = """
     import sys
+    assert "verl_dgpo" not in sys.modules  # nothing of ours is imported before verl is
     import verl
     from verl.trainer.ppo import core_algos
     fn = core_algos.POLICY_LOSS_REGISTRY.get("dgpo")
