@@ -14,12 +14,14 @@ resumed run, that tensorboard's event files hold exactly the metrics the console
 
 The one-step runs also dump their rollouts (``trainer.rollout_data_dir``, added to the recipe's arguments;
 it changes no training key). They are v1 runs with ``full_determinism`` off, as every recipe has it: the
-groups there are not all of one response, and runs of different methods in a group, from the same warm
+groups there are not all of one response, runs of different methods in a group, from the same warm
 start with the same seed, sampled the same first-step responses (the preset's v1 run with it on:
-tests/test_e2e_local_v1.py).
+tests/test_e2e_local_v1.py), and verl's own reward workers scored every response as the recipe's reward
+function does when called here.
 """
 
 import glob
+import json
 import os
 import re
 
@@ -135,6 +137,22 @@ def test_with_full_determinism_off_the_groups_are_not_all_of_one_response(toy_ru
     groups = dumped_groups(run["rollouts"])
     assert len(groups) == 4 and all(len(g) == 4 for g in groups.values()), {k: len(g) for k, g in groups.items()}
     assert max(len(set(g)) for g in groups.values()) > 1, groups
+
+
+@pytest.mark.parametrize("toy_run", [in_group(m) for m in ONE_STEP], indirect=True)
+def test_verls_own_reward_workers_score_every_response_as_our_grader_does_here(toy_run):
+    """The recipe's ``pkg://verl_dgpo.reward`` runs inside verl's own reward workers (Ray actors, their executor
+    threads, the grader process math-verify needs, started from there): the score verl dumped for each of the
+    step's responses must be the verdict of the same function called here, in the main thread."""
+    from verl_dgpo.reward import compute_score
+
+    _, run = toy_run
+    with open(os.path.join(run["rollouts"], "1.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == 16
+    here = [compute_score("toy", row["output"], row["gts"]) for row in rows]
+    assert 0 < sum(here) < len(here), here  # right and wrong answers both occur: not a comparison of constants
+    assert [row["score"] for row in rows] == here
 
 
 @pytest.mark.parametrize("first, second", [pytest.param("grpo", "cispo", marks=pytest.mark.xdist_group("toy-a")),
