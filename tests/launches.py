@@ -33,13 +33,19 @@ def start(cmd, cwd, log_path, env) -> subprocess.Popen:
     return proc
 
 
-def v1_rollout_groups(path) -> dict:
-    """{prompt uid: [response, ...]} from one step's file of verl's v1 rollout dump (``trainer.rollout_data_dir``;
-    each row's ``uid`` is its TransferQueue key, ``<prompt uid>_<session>_<output index>``)."""
-    groups = {}
+def v1_rollout_rows(path) -> list:
+    """The rows of one step's file of verl's v1 rollout dump (``trainer.rollout_data_dir``), one per response:
+    its ``input``, ``output``, ``gts``, ``score`` and ``uid``."""
     with open(path) as f:
-        for row in map(json.loads, f):
-            groups.setdefault(row["uid"].rsplit("_", 2)[0], []).append(row["output"])
+        return [json.loads(line) for line in f]
+
+
+def v1_rollout_groups(rows) -> dict:
+    """{prompt uid: [response, ...]} from :func:`v1_rollout_rows` (each row's ``uid`` is its TransferQueue
+    key, ``<prompt uid>_<session>_<output index>``)."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(row["uid"].rsplit("_", 2)[0], []).append(row["output"])
     return groups
 
 

@@ -52,7 +52,7 @@ def train(out_dir, *overrides, timeout=900):
 
 def dumped_groups(out_dir, step):
     """{prompt uid: [response, ...]} of one training step, from verl's rollout dump."""
-    return launches.v1_rollout_groups(os.path.join(out_dir, "rollouts", f"{step}.jsonl"))
+    return launches.v1_rollout_groups(launches.v1_rollout_rows(os.path.join(out_dir, "rollouts", f"{step}.jsonl")))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ function does when called here.
 """
 
 import glob
-import json
 import os
 import re
 
@@ -120,9 +119,14 @@ def test_killed_run_resumes_by_the_recipes_setting_and_ends_at_the_same_step(dgp
     assert checkpoints.tracker_step(ckpt_dir(toy_dir, "dgpo")) == 2
 
 
+def dumped_rows(rollouts):
+    """verl's dump of the one step of a one-step run: a row per response."""
+    return launches.v1_rollout_rows(os.path.join(rollouts, "1.jsonl"))
+
+
 def dumped_groups(rollouts):
     """{prompt uid: [response, ...]} of the one step of a one-step run."""
-    return launches.v1_rollout_groups(os.path.join(rollouts, "1.jsonl"))
+    return launches.v1_rollout_groups(dumped_rows(rollouts))
 
 
 ONE_STEP = [m for m in GROUP if m != "dgpo"]
@@ -147,8 +151,7 @@ def test_verls_own_reward_workers_score_every_response_as_our_grader_does_here(t
     from verl_dgpo.reward import compute_score
 
     _, run = toy_run
-    with open(os.path.join(run["rollouts"], "1.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
+    rows = dumped_rows(run["rollouts"])
     assert len(rows) == 16
     here = [compute_score("toy", row["output"], row["gts"]) for row in rows]
     assert 0 < sum(here) < len(here), here  # right and wrong answers both occur: not a comparison of constants
