@@ -15,10 +15,11 @@ import subprocess
 from math import comb
 
 import pytest
+from shared_checkout import shared_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "examples", "dgpo_trainer", "run_paper_pipeline_cpu.sh")
-SHARED_PAPER_CSV = os.path.join(REPO, "..", "shared", "paper", "paper_results.csv")
+SHARED_PAPER_CSV = shared_path("paper", "paper_results.csv")
 VAL_N = 4
 BENCHMARKS = ("AIME24", "AIME25", "AMC23", "MATH500", "Minerva", "OlympiadBench")
 

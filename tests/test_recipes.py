@@ -157,7 +157,8 @@ def test_common_script_rejects_unknown_method_or_size(env, fragment):
 
 
 def shell_scripts():
-    return sorted(p for folder in ("recipes", "examples", "scripts") for p in (ROOT / folder).rglob("*.sh"))
+    scripts = sorted(p for folder in ("recipes", "examples", "scripts") for p in (ROOT / folder).rglob("*.sh"))
+    return [*scripts, ROOT / ".ci" / "run"]
 
 
 def test_shellcheck_passes_on_every_script():

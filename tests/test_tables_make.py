@@ -6,10 +6,11 @@ import sys
 
 import pytest
 
+from shared_checkout import shared_path
 from verl_dgpo.eval.tables import BENCHMARKS, PAPER_CSV, build_table, load_paper, markdown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_CSV = os.path.join(ROOT, "..", "shared", "paper", "paper_results.csv")
+SHARED_CSV = shared_path("paper", "paper_results.csv")
 
 
 def summary(values, k=32):
@@ -93,7 +94,7 @@ def test_other_k_is_flagged_in_the_title():
 
 def test_shipped_paper_csv_is_the_shared_one():
     if not os.path.exists(SHARED_CSV):
-        pytest.skip("no shared/ checkout beside this one")
+        pytest.skip(f"no {SHARED_CSV} (set VERL_DGPO_SHARED to the shared/ folder)")
     assert open(PAPER_CSV).read() == open(SHARED_CSV).read()
 
 
