@@ -81,3 +81,10 @@ def test_a_command_past_its_timeout_is_killed(tmp_path):
     pid = int((tmp_path / "pid").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_quick_commands_in_a_row_each_get_their_own_result():
+    """A command that ends before its start is read back must not hand its result to the next one."""
+    for i in range(20):
+        done = warm_python.run([sys.executable, "-c", f"print({i}); raise SystemExit({i % 3})"])
+        assert (done.returncode, done.stdout) == (i % 3, f"{i}\n")

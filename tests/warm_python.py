@@ -24,6 +24,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 #: Imported by the server before any command: the third-party part of ``import verl`` (5.7 s of CPU cold,
 #: 0.6 s forked from here, 2026-12-06). A module missing in some environment is skipped.
@@ -38,6 +40,7 @@ PRELOADED = (
 LATE_ENV = ("PYTHONPATH", "VERL_", "PYTEST_", "WANDB_", "HYDRA_", "RAY_", "CI", "LOCAL_CPU", "TOY", "PIPELINE_")
 
 _servers: dict[tuple, "_Server"] = {}
+_one_at_a_time = threading.Lock()  # a server answers one command at a time
 
 
 def _early_env(env: dict) -> tuple:
@@ -57,17 +60,23 @@ class _Server:
         os.close(request_r)
         os.close(reply_w)
         self.requests = os.fdopen(request_w, "w", buffering=1)
-        self.replies = os.fdopen(reply_r, "r")
+        self.replies, self.unread = reply_r, b""
         said = self.reply()["preload_output"]
         if said:  # a cold start would print it to the command's stderr, so the two would differ
             raise RuntimeError(f"importing {PRELOADED} printed:\n{said}\nrun such commands with subprocess.run")
 
     def reply(self, timeout=None) -> dict | None:
-        if not select.select([self.replies], [], [], timeout)[0]:
-            return None
-        line = self.replies.readline()
-        if not line:
-            raise RuntimeError(f"the warm interpreter (pid {self.proc.pid}) died: exit {self.proc.wait()}")
+        """The server's next line, or None once ``timeout`` seconds pass without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.unread:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.replies], [], [], left)[0]:
+                return None
+            more = os.read(self.replies, 1 << 16)
+            if not more:
+                raise RuntimeError(f"the warm interpreter (pid {self.proc.pid}) died: exit {self.proc.wait()}")
+            self.unread += more
+        line, self.unread = self.unread.split(b"\n", 1)
         return json.loads(line)
 
 
@@ -78,6 +87,11 @@ def run(args, *, env=None, cwd=None, input=None, timeout=None, capture_output=Tr
     assert args[0] == sys.executable and len(args) >= 2 and capture_output, args
     assert not (args[1].startswith("-") and args[1] not in ("-c", "-m")), f"interpreter option {args[1]} not supported"
     env = dict(os.environ if env is None else env)
+    with _one_at_a_time:
+        return _run(args, env, cwd, input, timeout, text)
+
+
+def _run(args, env, cwd, input, timeout, text):
     server = _servers.get(_early_env(env))
     if server is None or server.proc.poll() is not None:
         server = _servers[_early_env(env)] = _Server(env)
@@ -94,13 +108,18 @@ def run(args, *, env=None, cwd=None, input=None, timeout=None, capture_output=Tr
         if done is None:
             os.kill(pid, signal.SIGKILL)
             server.reply()
-        out, err = (open(paths[name], "rb").read() for name in ("stdout", "stderr"))
+        out, err = (_read(paths[name]) for name in ("stdout", "stderr"))
     if text:
         encoding = locale.getpreferredencoding(False)
         out, err = (b.decode(encoding).replace("\r\n", "\n") for b in (out, err))
     if done is None:
         raise subprocess.TimeoutExpired(args, timeout, output=out, stderr=err)
     return subprocess.CompletedProcess(args, done["returncode"], out, err)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 # --- the server ------------------------------------------------------------------------------------------
