@@ -88,3 +88,11 @@ def test_quick_commands_in_a_row_each_get_their_own_result():
     for i in range(20):
         done = warm_python.run([sys.executable, "-c", f"print({i}); raise SystemExit({i % 3})"])
         assert (done.returncode, done.stdout) == (i % 3, f"{i}\n")
+
+
+def test_commands_run_cold_where_preloading_prints(monkeypatch):
+    """``import this`` prints: a warm command would lose that output, so commands run in a fresh interpreter."""
+    monkeypatch.setattr(warm_python, "PRELOADED", ("this",))
+    monkeypatch.setattr(warm_python, "_servers", {})
+    done = warm_python.run([sys.executable, "-c", "import sys; print('this' in sys.modules)"])
+    assert (done.returncode, done.stdout) == (0, "False\n")

@@ -13,7 +13,8 @@ What differs from a cold start, so tests whose claim touches it keep ``subproces
 modules are already in ``sys.modules`` (a test listing every imported module), and warnings they print at
 import went to the server, not to the command's stderr. Environment variables read at interpreter or
 library start-up cannot change per command: a command whose environment differs from a server's in any
-variable but the ones read later (``LATE_ENV``) gets a server of its own.
+variable but the ones read later (``LATE_ENV``) gets a server of its own. Where importing the preloaded
+modules prints anything (a library's warning in some environment), commands run cold instead.
 """
 
 import json
@@ -53,7 +54,7 @@ class _Server:
         reply_r, reply_w = os.pipe()
         server_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), str(request_r), str(reply_w)],
+            [sys.executable, os.path.abspath(__file__), str(request_r), str(reply_w), *PRELOADED],
             pass_fds=(request_r, reply_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, env=server_env, cwd=os.path.dirname(os.path.abspath(__file__)),
         )  # fmt: skip
@@ -61,9 +62,8 @@ class _Server:
         os.close(reply_w)
         self.requests = os.fdopen(request_w, "w", buffering=1)
         self.replies, self.unread = reply_r, b""
-        said = self.reply()["preload_output"]
-        if said:  # a cold start would print it to the command's stderr, so the two would differ
-            raise RuntimeError(f"importing {PRELOADED} printed:\n{said}\nrun such commands with subprocess.run")
+        # A cold start would print this to the command's own output: commands then run cold (subprocess.run).
+        self.preload_printed = self.reply()["preload_output"]
 
     def reply(self, timeout=None) -> dict | None:
         """The server's next line, or None once ``timeout`` seconds pass without one."""
@@ -95,6 +95,8 @@ def _run(args, env, cwd, input, timeout, text):
     server = _servers.get(_early_env(env))
     if server is None or server.proc.poll() is not None:
         server = _servers[_early_env(env)] = _Server(env)
+    if server.preload_printed:
+        return subprocess.run(args, env=env, cwd=cwd, input=input, timeout=timeout, capture_output=True, text=text)
     with tempfile.TemporaryDirectory(prefix="warm-python-") as folder:
         paths = {name: os.path.join(folder, name) for name in ("stdin", "stdout", "stderr")}
         stdin = input.encode() if isinstance(input, str) else input or b""
@@ -125,14 +127,14 @@ def _read(path: str) -> bytes:
 # --- the server ------------------------------------------------------------------------------------------
 
 
-def _serve(request_fd: int, reply_fd: int) -> None:
+def _serve(request_fd: int, reply_fd: int, preloaded: list) -> None:
     import importlib
 
     quiet = (os.dup(1), os.dup(2))
     with tempfile.TemporaryFile() as said:
         os.dup2(said.fileno(), 1)
         os.dup2(said.fileno(), 2)
-        for name in PRELOADED:
+        for name in preloaded:
             try:
                 importlib.import_module(name)
             except Exception:  # noqa: BLE001  (an environment without it: the command imports what it needs)
@@ -225,4 +227,4 @@ def _command(request: dict, base_path: list) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]))
+    _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])
