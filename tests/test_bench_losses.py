@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import warm_python  # tests/warm_python.py
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Issue 5's target, written here apart from the script's own constants.
@@ -25,7 +26,7 @@ RATIO_LINE = re.compile(r"^ratio (\S+) (\d+)x(\d+) (fp32|bf16): time=([0-9.]+)x 
 def quick_run():
     """The quick benchmark with 15 timed rounds (fastest of 15: little disturbed by other jobs), and --check."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run(
+    done = warm_python.run(
         [sys.executable, str(ROOT / "scripts" / "bench_losses.py"), "--quick", "--repeats", "15", "--check"],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -9,7 +9,6 @@ end-to-end test at the bottom runs them for real.
 
 import math
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -18,6 +17,8 @@ import pytest
 
 import verl_dgpo.registry  # noqa: F401
 from verl_dgpo import check, main as entry, version
+
+import warm_python  # tests/warm_python.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,7 +177,7 @@ runpy.run_module("verl_dgpo.main", run_name="__main__")
 def test_entry_point_refuses_a_newer_verl_whose_registry_drops_our_entry_in_one_line_before_ray():
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
+    proc = warm_python.run(
         [sys.executable, "-c", textwrap.dedent(DROPPING_REGISTRY)],
         capture_output=True, text=True, env=env, timeout=300, cwd="/",
     )  # fmt: skip

@@ -2,7 +2,6 @@
 
 import math
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -16,6 +15,8 @@ from verl_dgpo import registry
 
 from verl_dgpo.check import engine_batch
 
+import warm_python  # tests/warm_python.py
+
 VERL_CONFIG_DIR = os.path.join(os.path.dirname(core_algos.__file__), "..", "config")
 
 
@@ -27,7 +28,7 @@ def clean_env():
 
 
 def run_python(code, env=None):
-    return subprocess.run(
+    return warm_python.run(
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env or clean_env(), timeout=300
     )
 

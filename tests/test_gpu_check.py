@@ -1,11 +1,13 @@
 """scripts/gpu_check.py on the CPU with tiny shapes: its table, its finiteness gate, and its list of losses."""
 
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
+
+import warm_python  # tests/warm_python.py
+
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
@@ -22,7 +24,7 @@ def test_tiny_cpu_run_prints_a_row_per_loss_and_passes_without_verl():
     """A fresh process that cannot import verl or Ray (both blocked): the script needs neither."""
     block = "import sys; sys.modules['verl'] = None; sys.modules['ray'] = None; import runpy; "
     code = block + f"sys.argv = ['gpu_check', '--device', 'cpu', '--tiny']; runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
+    proc = warm_python.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     rows = {line.split()[0] for line in lines[2:] if line and not line.startswith(("finite", " "))}

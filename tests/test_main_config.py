@@ -19,6 +19,8 @@ from verl_dgpo import main as entry
 from verl_dgpo.config import DGPOPolicyLossConfig
 from verl_dgpo.methods import UnknownMethodError, valid_methods
 
+import warm_python  # tests/warm_python.py
+
 CONFIG_DIR = os.path.join(os.path.dirname(verl_dgpo.__file__), "config")
 MICRO = "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"
 
@@ -79,7 +81,7 @@ def test_estimator_typos_point_at_dgpo(override, fragment):
 
 def run_entry(*args, module="verl_dgpo.main"):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
-    return subprocess.run(
+    return warm_python.run(
         [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=300, cwd="/"
     )
 
@@ -172,7 +174,7 @@ print("verl imported:", "verl" in sys.modules)
 
 def run_probe(*args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
-    return subprocess.run([sys.executable, "-c", WITHOUT_VERL_PROBE, *args], capture_output=True, text=True, env=env,
+    return warm_python.run([sys.executable, "-c", WITHOUT_VERL_PROBE, *args], capture_output=True, text=True, env=env,
                           timeout=120, cwd="/")  # fmt: skip
 
 

@@ -30,6 +30,8 @@ from verl_dgpo.preflight import (
 from verl_dgpo.ray_start import RayStartTimeout, bounded_ray_start
 from verl_dgpo.hyperparameters import DGPOConfigError
 
+import warm_python  # tests/warm_python.py
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICRO = "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"
 
@@ -375,7 +377,8 @@ def run_until_exit(command, env_overrides):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
     env.update(PYTHONPATH=REPO, **env_overrides)
     started = time.monotonic()
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, cwd=REPO)
+    run = warm_python.run if command[0] == sys.executable else subprocess.run  # a recipe is a bash script
+    proc = run(command, capture_output=True, text=True, env=env, timeout=60, cwd=REPO)
     return proc, time.monotonic() - started
 
 

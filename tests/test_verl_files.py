@@ -3,17 +3,18 @@
 import importlib
 import importlib.resources
 import os
-import subprocess
 import sys
 
 import pytest
 
 from verl_dgpo import verl_files
 
+import warm_python  # tests/warm_python.py
+
 
 def test_lookup_runs_no_verl_code():
     code = "import sys; from verl_dgpo import verl_files as f; f.config_dir(); f.has_module('verl.trainer.main_ppo'); print('verl' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() == "False"
+    assert warm_python.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() == "False"
 
 
 def test_package_and_config_folders_are_the_imported_ones():

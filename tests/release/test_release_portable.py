@@ -11,7 +11,6 @@ written out by hand below, never taken from verl-dgpo's own code.
 import importlib.util
 import math
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -23,6 +22,8 @@ import yaml
 import verl_dgpo
 import verl_dgpo.registry  # noqa: F401  (this process: verl 0.7.1/0.8.0 load it only when told to)
 from verl_dgpo.version import SUPPORTED_VERL, has_entry_points, installed_verl_version, is_tested, untested_note
+
+import warm_python  # tests/warm_python.py
 
 ROOT = Path(__file__).resolve().parents[2]
 VERL = installed_verl_version()
@@ -37,7 +38,7 @@ def clean_env(**extra):
 
 
 def run_python(code, **env):
-    return subprocess.run(
+    return warm_python.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True, text=True, env=clean_env(**env), timeout=300, cwd="/",
     )  # fmt: skip
