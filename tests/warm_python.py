@@ -2,19 +2,21 @@
 
 Many tests start a fresh interpreter because their claim is about a first import: importing verl_dgpo
 changes nothing in verl, the loss registers whichever module comes first, the entry point refuses a bad key
-before verl is imported. About 5 of the ~6 s of CPU each such process spends go to importing torch,
-transformers, pandas, sympy and the like, which no such claim is about. ``run`` forks the command from a
-server process (one per test process, started on first use) that has imported only those (``PRELOADED``;
-never verl, verl_dgpo, TRL, Ray, hydra or omegaconf) and then runs it as CPython would: ``sys.path`` from
-the command's cwd and ``PYTHONPATH``, ``sys.argv``, ``__main__``, the exit status of ``SystemExit`` or an
-uncaught exception, non-daemon threads joined and atexit handlers run at the end.
+before verl is imported. Most of the CPU such a process spends goes to importing torch, transformers,
+pandas, sympy and the like, which no such claim is about (``python scripts/bench_warm_python.py``).
 
-What differs from a cold start, so tests whose claim touches it keep ``subprocess.run``: the preloaded
-modules are already in ``sys.modules`` (a test listing every imported module), and warnings they print at
-import went to the server, not to the command's stderr. Environment variables read at interpreter or
+``run`` forks the command from a server process (one per test process, started on first use) that has
+imported only those (``PRELOADED``; never verl, verl_dgpo, TRL, Ray, hydra or omegaconf) and runs it as
+CPython would: ``sys.path`` from the command's cwd and ``PYTHONPATH``, ``sys.argv``, ``__main__``, the exit
+status of ``SystemExit`` or of an uncaught exception, non-daemon threads joined and atexit handlers run at
+the end.
+
+What differs from a cold start, so that tests whose claim touches it keep ``subprocess.run``: the preloaded
+modules are already in ``sys.modules`` (a test listing every imported module would see them). Where
+importing them prints anything (a library's warning in some environment), a cold start would print it to
+the command's output, so commands run cold there instead. Environment variables read at interpreter or
 library start-up cannot change per command: a command whose environment differs from a server's in any
-variable but the ones read later (``LATE_ENV``) gets a server of its own. Where importing the preloaded
-modules prints anything (a library's warning in some environment), commands run cold instead.
+variable but the ones read later (``LATE_ENV``) gets a server of its own.
 """
 
 import json
@@ -28,8 +30,8 @@ import tempfile
 import threading
 import time
 
-#: Imported by the server before any command: the third-party part of ``import verl`` (5.7 s of CPU cold,
-#: 0.6 s forked from here, 2026-12-06). A module missing in some environment is skipped.
+#: Imported by the server before any command: the third-party part of ``import verl`` (what that saves each
+#: command: ``python scripts/bench_warm_python.py``). A module missing in some environment is skipped.
 PRELOADED = (
     "torch", "numpy", "pandas", "pyarrow", "pyarrow.parquet", "scipy", "sympy", "botocore", "datasets",
     "accelerate", "transformers", "transformers.modeling_utils", "transformers.configuration_utils",
