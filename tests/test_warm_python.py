@@ -17,7 +17,7 @@ PROBE = textwrap.dedent(
     import atexit, os, sys, threading, time
     site = next(i for i, p in enumerate(sys.path) if "python3" in p or "site-packages" in p)
     print("path", sys.path[:site])
-    print("argv", sys.argv[1:], "cwd", os.getcwd(), "X", os.environ.get("WARM_PROBE_X"), "name", __name__)
+    print("argv", sys.argv[1:], "cwd", os.getcwd(), "X", os.environ.get("VERL_DGPO_WARM_PROBE"), "name", __name__)
     print("to stderr", file=sys.stderr)
     atexit.register(print, "atexit ran")
     threading.Thread(target=lambda: (time.sleep(0.2), print("thread joined"))).start()
@@ -48,7 +48,7 @@ def probes(tmp_path):
 @pytest.mark.parametrize("exit_with", ["0", "3", "a message"])
 def test_a_command_observes_what_it_would_in_a_fresh_interpreter(probes, form, exit_with):
     command = {"-c": ["-c", PROBE], "-m": ["-m", "warm_probe"], "script": [str(probes / "script" / "probe.py")]}[form]
-    env = dict(os.environ, WARM_PROBE_X="x", PYTHONPATH=os.pathsep.join([str(probes / "lib"), ""]))
+    env = dict(os.environ, VERL_DGPO_WARM_PROBE="x", PYTHONPATH=os.pathsep.join([str(probes / "lib"), ""]))
     cold, warm = both([sys.executable, *command, exit_with], env=env, cwd=str(probes))
     assert warm == cold
     assert cold[0] == {"0": 0, "3": 3, "a message": 1}[exit_with]
@@ -96,3 +96,14 @@ def test_commands_run_cold_where_preloading_prints(monkeypatch):
     monkeypatch.setattr(warm_python, "_servers", {})
     done = warm_python.run([sys.executable, "-c", "import sys; print('this' in sys.modules)"])
     assert (done.returncode, done.stdout) == (0, "False\n")
+
+
+def test_a_variable_read_at_import_takes_effect_as_in_a_fresh_interpreter():
+    """huggingface_hub reads HF_HUB_OFFLINE when it is imported, which the server does (transformers imports it):
+    a command that sets it differently gets a server started with it."""
+    code = "import huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"
+    online = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    for offline in (False, True):
+        env = dict(online, HF_HUB_OFFLINE="1") if offline else online
+        cold, warm = both([sys.executable, "-c", code], env=env)
+        assert warm == cold == (0, f"{offline}\n", "")
