@@ -132,6 +132,8 @@ def _read(path: str) -> bytes:
 def _serve(request_fd: int, reply_fd: int, preloaded: list) -> None:
     import importlib
 
+    base_path = sys.path[1:]  # this file's folder comes first: not a place to import libraries from
+    sys.path[:] = base_path  # each command gets its own first entry instead
     quiet = (os.dup(1), os.dup(2))
     with tempfile.TemporaryFile() as said:
         os.dup2(said.fileno(), 1)
@@ -148,7 +150,6 @@ def _serve(request_fd: int, reply_fd: int, preloaded: list) -> None:
             os.close(saved)
         said.seek(0)
         preload_output = said.read().decode(errors="replace")
-    base_path = sys.path[1:]  # this file's folder comes first; the command gets its own first entry
     requests = os.fdopen(request_fd, "r")
     replies = os.fdopen(reply_fd, "w", buffering=1)
     replies.write(json.dumps({"preload_output": preload_output}) + "\n")
