@@ -26,7 +26,7 @@ SUPPORTED_VERL = _versions["SUPPORTED_VERL"]
 # The oldest tested release and up (verl_dgpo/version.py), with no upper bound: pip keeps an admitted verl
 # that is already installed (its default upgrade strategy is only-if-needed), so installing verl-dgpo never
 # replaces the user's verl, newer ones included. A verl newer than the newest tested release is admitted
-# at run time when every contract holds (`verl-dgpo-check`, verl_dgpo/check.py).
+# at run time when every contract holds (`verl-dgpo-check`, verl_dgpo/verl_glue/contracts.py).
 VERL_RANGE = f">={SUPPORTED_VERL[0]}"
 # The TRL host (verl_dgpo.trl): its supported releases in verl_dgpo/trl/version.py, the same range as its
 # supported_range(). The test extra pins TEST_TRL, the newest TRL next to which verl's trainer still starts.

@@ -199,7 +199,7 @@ if [ "$TOY" = 1 ]; then
     python -m verl_dgpo.local.toy model --data "$DATA_DIR/train.parquet" --out "$TOY_MODEL"
   fi
 fi
-# Before training, verl_dgpo.main checks GPUs, data, model and rollout engine (verl_dgpo/preflight.py)
+# Before training, verl_dgpo.main checks GPUs, data, model and rollout engine (verl_dgpo/startup/preflight.py)
 # and exits 2 with one line when one is missing.
 if [ "$NNODES" -gt 1 ] && [ -z "${RAY_ADDRESS:-}" ] && ! timeout 30 ray status >/dev/null 2>&1; then
   echo "recipes/common.sh: NNODES=$NNODES needs a running Ray cluster: 'ray start --head' here and" \

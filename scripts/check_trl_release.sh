@@ -7,7 +7,7 @@
 #    GRPOTrainer at r = 1, and the closed-form gradients);
 # 3. on a TRL without the value-head model verl imports (1.13 and later), fails unless
 #    `python -m verl_dgpo.main --config-name local_cpu` refuses with one line naming that TRL and exit 2,
-#    before Ray (verl_dgpo/trl_compat.py).
+#    before Ray (verl_dgpo/startup/trl_compat.py).
 # .ci/run calls it for every release in verl_dgpo/trl/version.py's SUPPORTED_TRL other than TEST_TRL
 # (the one the main environment's test extra installs). The venv is kept under $TRL_RELEASE_VENVS
 # (default /tmp) as trl-MAJOR.MINOR and reused by the next run.
@@ -35,7 +35,7 @@ env PATH="$VENV/bin:$PATH" PYTHONPATH="$PWD" "$PY" -m pytest -q -p no:cacheprovi
   tests/test_trl_config.py tests/test_trl_trainer.py
 say "TRL tests passed ($((SECONDS - T)) s)"
 
-if PYTHONPATH="$PWD" "$PY" -c 'import sys; from verl_dgpo.trl_compat import check_verl_can_import_trl as c; c()' 2>/dev/null; then
+if PYTHONPATH="$PWD" "$PY" -c 'import sys; from verl_dgpo.startup.trl_compat import check_verl_can_import_trl as c; c()' 2>/dev/null; then
   say "this TRL has the value-head model verl imports: no refusal to check"
   exit 0
 fi

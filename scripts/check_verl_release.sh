@@ -5,7 +5,7 @@
 #                                                         # a wheel checked as a release (verl's main branch)
 # 1. installs that release first, as its user would have it, then `pip install -e .`, and fails unless
 #    verl is still that release afterwards;
-# 2. runs `verl-dgpo-check` (every contract, real calls: verl_dgpo/check.py) and fails unless it exits 0;
+# 2. runs `verl-dgpo-check` (every contract, real calls: verl_dgpo/verl_glue/contracts.py) and fails unless it exits 0;
 # 3. runs the release-portable tests (tests/release: registration by the release's own mechanism, the
 #    loss through its actor call site against the closed form, the estimator, `--cfg job` and, on an
 #    untested verl, the entry point's one note, the version gate) and the recipe dry-runs (tests/test_recipes.py);

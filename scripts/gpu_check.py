@@ -2,7 +2,7 @@
 """Every registered loss on one CUDA GPU: forward+backward time and peak memory next to a plain PPO clip,
 and finiteness at log-ratios of ±100 in bf16 and fp16.
 
-Needs only torch and verl-dgpo's pure modules (``verl_dgpo.losses``, ``verl_dgpo.baseline_losses``): no
+Needs only torch and verl-dgpo's pure modules (``verl_dgpo.maths.losses``, ``verl_dgpo.maths.baseline_losses``): no
 verl, no Ray, so it runs on a lent GPU machine that has torch and nothing else (``PYTHONPATH=.`` from the
 checkout is enough).
 
@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from verl_dgpo.baseline_losses import aspo_token_loss, ce_gppo_token_loss, gppo_token_loss  # noqa: E402
-from verl_dgpo.losses import dgpo_token_loss  # noqa: E402
+from verl_dgpo.maths.baseline_losses import aspo_token_loss, ce_gppo_token_loss, gppo_token_loss  # noqa: E402
+from verl_dgpo.maths.losses import dgpo_token_loss  # noqa: E402
 
 EPS_LOW, EPS_HIGH, CLIP_C = 0.2, 0.28, 3.0
 

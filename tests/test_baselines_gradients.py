@@ -17,7 +17,7 @@ from verl.workers.config import ActorConfig
 
 import verl_dgpo.registry  # noqa: F401  (registers the losses even without the entry point)
 from verl_dgpo.config import standalone_actor_config
-from verl_dgpo.losses import masked_log_ratio
+from verl_dgpo.maths.losses import masked_log_ratio
 
 from baseline_weight_table import table_weight as closed_form
 

@@ -5,7 +5,7 @@ import shutil
 
 import torch
 
-from verl_dgpo import checkpoints
+from verl_dgpo.verl_glue import checkpoints
 
 
 def write_step(directory, step, *, ranks=1, data=True, actor=True):

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 import verl_dgpo.registry  # noqa: F401
-from verl_dgpo import check, main as entry, version
+from verl_dgpo import main as entry, version
+from verl_dgpo.verl_glue import contracts
 
 import warm_python  # tests/warm_python.py
 
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def in_process_only(monkeypatch):
-    monkeypatch.setattr(check, "start_registration_probes", lambda include_entry_point=True: [])
+    monkeypatch.setattr(contracts, "start_registration_probes", lambda include_entry_point=True: [])
 
 
 def rows_by_name(rows):
@@ -33,9 +34,9 @@ def rows_by_name(rows):
 
 
 def test_closed_form_weights_by_hand():
-    """A few weights of check.py's closed forms, worked out by hand (ε_l = 0.2, ε_h = 0.28, c = 3, n = 2,
+    """A few weights of contracts.py's closed forms, worked out by hand (ε_l = 0.2, ε_h = 0.28, c = 3, n = 2,
     m = 1.5, β1 = 0.6, β2 = 0.9): the reference the check compares verl's gradients with."""
-    w = check.closed_form_weight
+    w = contracts.closed_form_weight
     assert w("dgpo", 0.5, -1.0) == pytest.approx(0.5**3 / 0.8**2)  # LN
     assert w("dgpo", 2.0, 1.0) == pytest.approx(1.28 ** (1 / 1.5) * 2.0 ** (1 / 3))  # HP
     assert w("dgpo", 0.5, 1.0) == 0.5 and w("dgpo", 2.0, -1.0) == 2.0  # LP, HN: r
@@ -43,18 +44,18 @@ def test_closed_form_weights_by_hand():
     assert w("ce_gppo", 0.5, -1.0) == pytest.approx(0.48) and w("ce_gppo", 2.0, 1.0) == pytest.approx(1.152)
     assert w("aspo", 0.9, 1.0) == pytest.approx(1 / 0.9) and w("aspo", 0.2, 1.0) == 3.0  # 1/r, capped at c
     assert w("aspo", 2.0, 1.0) == 0.0 and w("aspo", 0.5, -1.0) == 0.0 and w("aspo", 4.0, -1.0) == 3.0
-    ratios = [math.exp(lr) for row in check.LOG_RATIOS for lr in row]  # the check batch covers every region
+    ratios = [math.exp(lr) for row in contracts.LOG_RATIOS for lr in row]  # the check batch covers every region
     assert any(r < 1 / 3 for r in ratios) and any(1 / 3 < r < 0.8 for r in ratios) and any(0.8 < r < 1.28 for r in ratios)
     assert any(1.28 < r < 3 for r in ratios) and any(r > 3 for r in ratios)
 
 
 def test_every_contract_holds_on_this_verl(in_process_only):
-    rows = check.run_checks()
-    assert check.broken(rows) == []
+    rows = contracts.run_checks()
+    assert contracts.broken(rows) == []
     names = rows_by_name(rows)
     for loss in verl_dgpo.registry.REGISTERED_POLICY_LOSSES:
-        assert names[f"policy loss {loss}"].status == check.HOLDS
-    assert names["estimator dgpo"].status == check.HOLDS and names["v0 trainer Pass@k hooks"].status == check.HOLDS
+        assert names[f"policy loss {loss}"].status == contracts.HOLDS
+    assert names["estimator dgpo"].status == contracts.HOLDS and names["v0 trainer Pass@k hooks"].status == contracts.HOLDS
 
 
 def test_a_ppo_loss_with_another_signature_breaks_the_call_site_contract(monkeypatch, in_process_only, capsys):
@@ -64,7 +65,7 @@ def test_a_ppo_loss_with_another_signature_breaks_the_call_site_contract(monkeyp
         raise AssertionError("never reached")
 
     monkeypatch.setattr(losses, "ppo_loss", ppo_loss)
-    assert check.main([]) == 1
+    assert contracts.main([]) == 1
     out = capsys.readouterr().out
     broken = [line for line in out.splitlines()[:-1] if "  broken  " in line]
     assert len(broken) == len(verl_dgpo.registry.REGISTERED_POLICY_LOSSES)
@@ -85,9 +86,9 @@ def test_a_host_that_mis_calls_our_loss_is_caught(monkeypatch, in_process_only):
         return lambda loss_agg_mode="token-mean", **kw: fn(loss_agg_mode="seq-mean-token-mean", **kw)
 
     monkeypatch.setattr(core_algos, "get_policy_loss_fn", get_policy_loss_fn)
-    names = rows_by_name(check.run_checks())
+    names = rows_by_name(contracts.run_checks())
     for loss in verl_dgpo.registry.REGISTERED_POLICY_LOSSES:
-        assert names[f"policy loss {loss}"].status == check.BROKEN
+        assert names[f"policy loss {loss}"].status == contracts.BROKEN
         assert "closed form" in names[f"policy loss {loss}"].detail
 
 
@@ -95,9 +96,9 @@ def test_a_registry_that_drops_our_entry_breaks_that_loss(monkeypatch, in_proces
     from verl.trainer.ppo import core_algos
 
     monkeypatch.delitem(core_algos.POLICY_LOSS_REGISTRY, "dgpo")
-    names = rows_by_name(check.run_checks())
-    assert names["policy loss dgpo"].status == check.BROKEN and "dgpo" in names["policy loss dgpo"].detail
-    assert names["policy loss gppo"].status == check.HOLDS
+    names = rows_by_name(contracts.run_checks())
+    assert names["policy loss dgpo"].status == contracts.BROKEN and "dgpo" in names["policy loss dgpo"].detail
+    assert names["policy loss gppo"].status == contracts.HOLDS
 
 
 # --- the version policy of the entry point (the version string faked, the contract code real) ----------------
@@ -146,7 +147,7 @@ def test_newer_verl_with_a_broken_contract_is_refused_naming_it(monkeypatch, in_
 
 
 def test_tested_verl_runs_no_contract_check(monkeypatch):
-    monkeypatch.setattr(check, "run_checks", lambda **kw: pytest.fail("contracts checked on a tested release"))
+    monkeypatch.setattr(contracts, "run_checks", lambda **kw: pytest.fail("contracts checked on a tested release"))
     reached = []
     monkeypatch.setattr(entry, "_hydra_main", lambda: reached.append(True))
     fake_installed(monkeypatch, version.SUPPORTED_VERL[-1])

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 
 import verl_dgpo
 from verl_dgpo.config import DGPOPolicyLossConfig
-from verl_dgpo.hyperparameters import DGPOConfigError, trust_region
+from verl_dgpo.maths.hyperparameters import DGPOConfigError, trust_region
 
 CONFIG_DIR = os.path.join(os.path.dirname(verl_dgpo.__file__), "config")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
-from verl_dgpo.losses import dgpo_surrogate
+from verl_dgpo.maths.losses import dgpo_surrogate
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 NM = [(1, 2), (2, 2), (1, 1), (3, 1.5)]

@@ -11,9 +11,9 @@ from verl.trainer.ppo import core_algos
 from verl.workers.utils.losses import ppo_loss
 
 import verl_dgpo
-from verl_dgpo import registry
+from verl_dgpo.verl_glue import registration
 
-from verl_dgpo.check import engine_batch
+from verl_dgpo.verl_glue.contracts import engine_batch
 
 import warm_python  # tests/warm_python.py
 
@@ -33,19 +33,22 @@ def run_python(code, env=None):
     )
 
 
-@pytest.mark.parametrize("first_import", ["verl_dgpo.config", "verl_dgpo.registry", "verl_dgpo.main"])
+@pytest.mark.parametrize(
+    "first_import",
+    ["from verl_dgpo.config import DGPOPolicyLossConfig", "import verl_dgpo.registry", "import verl_dgpo.main"],
+)
 def test_registration_survives_any_first_import(first_import):
     """verl imports the plugin during ``import verl``; whichever of our modules a user imports first,
     the import cycle must not make that registration fail (verl would only log it at DEBUG level)."""
     proc = run_python(
         f"""
-        import {first_import}
+        {first_import}
         from verl.trainer.ppo.core_algos import get_policy_loss_fn
         print(get_policy_loss_fn("dgpo").__module__)  # before anything of ours imports the registry itself
         """
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[-1] == "verl_dgpo.registry"
+    assert proc.stdout.split()[-1] == "verl_dgpo.verl_glue.registration"
 
 
 def test_check_installed_raises_when_plugins_are_disabled():
@@ -76,8 +79,8 @@ def test_foreign_registration_under_our_name_is_refused(monkeypatch):
     monkeypatch.setitem(core_algos.POLICY_LOSS_REGISTRY, "dgpo", other_loss)
     with pytest.raises(verl_dgpo.PluginNotInstalledError, match="dgpo"):
         verl_dgpo.check_installed()
-    with pytest.raises(registry.RegistryCollisionError, match="already registered"):
-        registry.register_policy_loss("dgpo")(registry.compute_policy_loss_dgpo)
+    with pytest.raises(registration.RegistryCollisionError, match="already registered"):
+        registration.register_policy_loss("dgpo")(registration.compute_policy_loss_dgpo)
 
 
 def compose_verl_actor_config(overrides):

@@ -27,7 +27,7 @@ import torch
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
 from v0_reference import STEPS, finish, metrics_by_step, start
-from verl_dgpo import checkpoints
+from verl_dgpo.verl_glue import checkpoints
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """One helper extends ``VERL_USE_EXTERNAL_MODULES`` for the driver, the local preset and the study."""
 
-from verl_dgpo.external_modules import VARIABLE, add_external_module, external_modules
+from verl_dgpo.verl_glue.external_modules import VARIABLE, add_external_module, external_modules
 
 
 def test_adds_to_an_empty_environment():

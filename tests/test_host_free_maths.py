@@ -11,11 +11,11 @@ import sys
 import pytest
 
 PURE_MODULES = [
-    "verl_dgpo.losses",
-    "verl_dgpo.baseline_losses",
-    "verl_dgpo.advantages",
-    "verl_dgpo.loss_metrics",
-    "verl_dgpo.hyperparameters",
+    "verl_dgpo.maths.losses",
+    "verl_dgpo.maths.baseline_losses",
+    "verl_dgpo.maths.advantages",
+    "verl_dgpo.maths.loss_metrics",
+    "verl_dgpo.maths.hyperparameters",
 ]
 HOSTS = ("verl", "ray", "trl", "hydra", "omegaconf", "transformers")
 
@@ -28,5 +28,5 @@ def test_maths_module_imports_no_host(module):
     )
     out = subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout))
-    assert "torch" in loaded or module == "verl_dgpo.hyperparameters"
+    assert "torch" in loaded or module == "verl_dgpo.maths.hyperparameters"
     assert not loaded & set(HOSTS), f"{module} imports {sorted(loaded & set(HOSTS))}"

@@ -100,7 +100,7 @@ def import_then_patch():
             return (dist.initialize_global_process_group_ray, ew.initialize_global_process_group_ray,
                     EngineRegistry.__dict__["get_engine_cls"], ti.CPUOffloadPolicy, v0.RayPPOTrainer, rt.RayPPOTrainer)
         before = watched()
-        for name in ["verl_dgpo", "verl_dgpo.registry", "verl_dgpo.main", "verl_dgpo.task_runners", "verl_dgpo.local",
+        for name in ["verl_dgpo", "verl_dgpo.registry", "verl_dgpo.main", "verl_dgpo.verl_glue.task_runners", "verl_dgpo.local",
                      "verl_dgpo.local.platform", "verl_dgpo.local.patches", "verl_dgpo.local.launch",
                      "verl_dgpo.local.progress", "verl_dgpo.local.task", "verl_dgpo.local.assets",
                      "verl_dgpo.local.hf_rollout"]:

@@ -17,7 +17,7 @@ from verl.utils.config import omega_conf_to_dataclass
 import verl_dgpo
 from verl_dgpo import main as entry
 from verl_dgpo.config import DGPOPolicyLossConfig
-from verl_dgpo.methods import UnknownMethodError, valid_methods
+from verl_dgpo.verl_glue.methods import UnknownMethodError, valid_methods
 
 import warm_python  # tests/warm_python.py
 
@@ -116,7 +116,7 @@ def test_plain_verl_entry_point_composes_with_our_loss():
 def test_selected_estimator_is_reached_through_verls_registry():
     config = entry.prepare(compose_dgpo("trainer.use_v1=false"))
     assert config.algorithm.adv_estimator == "dgpo"
-    assert get_adv_estimator_fn(config.algorithm.adv_estimator).__module__ == "verl_dgpo.registry"
+    assert get_adv_estimator_fn(config.algorithm.adv_estimator).__module__ == "verl_dgpo.verl_glue.registration"
 
 
 def multi_turn_batch():
@@ -204,7 +204,7 @@ def test_printing_the_resolved_config_imports_no_verl():
 def test_the_papers_methods_map_without_verl_to_what_verls_registry_holds(method):
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
-    from verl_dgpo.methods import verl_loss_mode
+    from verl_dgpo.verl_glue.methods import verl_loss_mode
 
     assert verl_loss_mode(method) in POLICY_LOSS_REGISTRY
     assert verl_loss_mode(method) == {"grpo": "vanilla"}.get(method, method)

@@ -1,4 +1,4 @@
-"""The weight on ∇π in units of 1/π_old (``w / r``; verl_dgpo.loss_metrics), against hand closed forms.
+"""The weight on ∇π in units of 1/π_old (``w / r``; verl_dgpo.maths.loss_metrics), against hand closed forms.
 
 ``actor/<method>_pi_weight_max`` of the package's losses (dgpo, gppo, ce_gppo, aspo) and the study probe's
 ``study/pi_weight_*`` for verl's own losses (grpo = ``vanilla``, ``cispo``, ``sapo``) and the package's, whose
@@ -220,7 +220,7 @@ def test_study_p99_and_lowest_probability_decile_match_hand_selection(probe_resu
 
 
 def test_distribution_of_an_empty_selection_is_zero():
-    from verl_dgpo.loss_metrics import pi_weight_distribution
+    from verl_dgpo.maths.loss_metrics import pi_weight_distribution
 
     z = torch.zeros(2, 3)
     got = pi_weight_distribution(z, z, z, z, z, eps_low=0.2, eps_high=0.2)

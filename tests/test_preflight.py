@@ -1,4 +1,4 @@
-"""Checks before Ray starts (verl_dgpo/preflight.py), method-name typos, and the key named in an error.
+"""Checks before Ray starts (verl_dgpo/startup/preflight.py), method-name typos, and the key named in an error.
 
 Everything here composes configs in-process and reads hand-made tiny parquet files; the two end-to-end
 cases run the entry point and a recipe as subprocesses that must stop before Ray.
@@ -15,9 +15,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from verl_dgpo import main as entry
-from verl_dgpo import preflight as preflight_module
-from verl_dgpo.methods import METHODS, UnknownMethodError, closest_name, edit_distance, verl_loss_mode
-from verl_dgpo.preflight import (
+from verl_dgpo.startup import preflight as preflight_module
+from verl_dgpo.spelling import closest_name, edit_distance
+from verl_dgpo.verl_glue.methods import METHODS, UnknownMethodError, verl_loss_mode
+from verl_dgpo.startup.preflight import (
     PreflightError,
     check_batch_sizes,
     check_data_files,
@@ -27,8 +28,8 @@ from verl_dgpo.preflight import (
     check_verl_config,
     preflight,
 )
-from verl_dgpo.ray_start import RayStartTimeout, bounded_ray_start
-from verl_dgpo.hyperparameters import DGPOConfigError
+from verl_dgpo.startup.ray_start import RayStartTimeout, bounded_ray_start
+from verl_dgpo.maths.hyperparameters import DGPOConfigError
 
 import warm_python  # tests/warm_python.py
 

@@ -28,7 +28,7 @@ import pytest
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
 from toy_runs import PASS_AT, ckpt_dir, check_step_one_reward, check_trained_through_v1, run_metrics, start
-from verl_dgpo import checkpoints
+from verl_dgpo.verl_glue import checkpoints
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ import pytest
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
 import toy_runs  # tests/toy_runs.py
-from verl_dgpo import checkpoints
+from verl_dgpo.verl_glue import checkpoints
 
 pytestmark = pytest.mark.slow
 

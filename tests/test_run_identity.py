@@ -12,8 +12,8 @@ import verl_dgpo
 import verl_dgpo.main  # noqa: F401  (registers the dgpo_loss_mode resolver)
 import warm_python  # tests/warm_python.py
 from test_checkpoints import cut, write_step
-from verl_dgpo import run_identity
-from verl_dgpo.run_identity import RunIdentityError, guard
+from verl_dgpo.startup import run_identity
+from verl_dgpo.startup.run_identity import RunIdentityError, guard
 
 CONFIG_DIR = os.path.join(os.path.dirname(verl_dgpo.__file__), "config")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from verl_dgpo import task_runners
+from verl_dgpo.verl_glue import task_runners
 from verl_dgpo.eval.validation_metrics import PassAtKValidationMixin
 
 

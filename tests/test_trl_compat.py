@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from verl_dgpo.trl_compat import TRLIncompatibleError, check_verl_can_import_trl, provides
+from verl_dgpo.startup.trl_compat import TRLIncompatibleError, check_verl_can_import_trl, provides
 
 import warm_python  # tests/warm_python.py
 

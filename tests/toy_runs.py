@@ -6,7 +6,7 @@ import json
 import os
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
-from verl_dgpo import checkpoints
+from verl_dgpo.verl_glue import checkpoints
 
 PASS_AT = ("pass@1", "pass@2", "pass@4")  # VAL_N=4 under TOY=1
 

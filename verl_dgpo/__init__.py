@@ -61,7 +61,7 @@ def check_installed() -> str:
     """
     import importlib
 
-    from verl_dgpo.external_modules import VARIABLE, external_modules
+    from verl_dgpo.verl_glue.external_modules import VARIABLE, external_modules
     from verl_dgpo.version import ENTRY_POINTS_SINCE, check_verl_version, has_entry_points
 
     try:

@@ -2,14 +2,14 @@
 
 It composes ``verl_dgpo/config/dgpo_trainer.yaml`` (verl's ``ppo_trainer`` plus our deltas; verl's yaml
 folder by its file path, :func:`with_verl_config_folder`, so that composing imports no verl), checks the
-keys that need no verl (:func:`check_config`, :func:`verl_dgpo.preflight.checks_without_verl`) before it
+keys that need no verl (:func:`check_config`, :func:`verl_dgpo.startup.preflight.checks_without_verl`) before it
 imports verl, then checks on the driver, before Ray starts, that verl is a tested release or one on which every contract holds
 (:mod:`verl_dgpo.version`, :mod:`verl_dgpo.check`), that the plugin is registered, that every DGPO key
-is valid and that the run can start (:mod:`verl_dgpo.preflight`:
+is valid and that the run can start (:mod:`verl_dgpo.startup.preflight`:
 verl's config checks, GPUs, rollout engine, data files, model), and then runs verl's own PPO trainer
 (built by a subclass of verl's TaskRunner whose validation also logs the paper's Avg@k and unbiased
-Pass@k, ``verl_dgpo/task_runners.py``; verl itself is not modified), with a time limit on Ray's
-start-up (:mod:`verl_dgpo.ray_start`). It names ``verl_dgpo.registry`` in ``VERL_USE_EXTERNAL_MODULES``
+Pass@k, ``verl_dgpo/verl_glue/task_runners.py``; verl itself is not modified), with a time limit on Ray's
+start-up (:mod:`verl_dgpo.startup.ray_start`). It names ``verl_dgpo.registry`` in ``VERL_USE_EXTERNAL_MODULES``
 before verl is imported, so the driver and every Ray worker load the plugin on every release (0.7.1 and
 0.8.0 have no entry-point loading). Hydra's flags work as usual, e.g. ``python -m verl_dgpo.main --cfg job --resolve`` prints the composed config.
 """
@@ -17,7 +17,6 @@ before verl is imported, so the driver and every Ray worker load the plugin on e
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import re
 import sys
@@ -26,13 +25,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from verl_dgpo import ENTRY_POINT_VALUE, SUPPORTED_VERL, PluginNotInstalledError, check_installed
-from verl_dgpo.external_modules import add_external_module
-from verl_dgpo.methods import UnknownMethodError, verl_loss_mode
-from verl_dgpo.preflight import PreflightError
-from verl_dgpo.ray_start import RayStartTimeout, bounded_ray_start
-from verl_dgpo.run_identity import RunIdentityError
-from verl_dgpo.hyperparameters import DGPOConfigError
-from verl_dgpo.trl_compat import TRLIncompatibleError, check_verl_can_import_trl
+from verl_dgpo.verl_glue.external_modules import add_external_module
+from verl_dgpo.spelling import closest_name
+from verl_dgpo.verl_glue.methods import UnknownMethodError, verl_loss_mode
+from verl_dgpo.startup.preflight import PreflightError
+from verl_dgpo.startup.ray_start import RayStartTimeout, bounded_ray_start
+from verl_dgpo.startup.run_identity import RunIdentityError
+from verl_dgpo.maths.hyperparameters import DGPOConfigError
+from verl_dgpo.startup.trl_compat import TRLIncompatibleError, check_verl_can_import_trl
 from verl_dgpo.version import VerlVersionError, check_verl_version, is_tested, untested_note
 
 OmegaConf.register_new_resolver("dgpo_loss_mode", verl_loss_mode, replace=True)
@@ -69,8 +69,8 @@ def check_adv_estimator(config: DictConfig) -> None:
             "For DGPO use algorithm.adv_estimator=dgpo."
         )
     if name not in ADV_ESTIMATOR_REGISTRY:
-        close = difflib.get_close_matches(str(name), list(ADV_ESTIMATOR_REGISTRY), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        close = closest_name(str(name), sorted(ADV_ESTIMATOR_REGISTRY))
+        hint = f" Did you mean {close!r}?" if close else ""
         raise ConfigError(
             f"algorithm.adv_estimator={name!r} is not a registered advantage estimator.{hint} "
             f"Valid: {sorted(ADV_ESTIMATOR_REGISTRY)}"
@@ -119,7 +119,7 @@ def check_config(config: DictConfig) -> DictConfig:
     """The driver-side checks that need no ``import verl`` (seconds saved on every refusal): resolve the
     config (``algorithm.policy_loss`` is checked by its resolver) and check every DGPO / baseline key, with
     the same functions verl's config classes call later. Resolves ``config`` in place and returns it."""
-    from verl_dgpo.hyperparameters import ce_gppo_betas, dgpo_exponents, dual_clip_ratio, trust_region
+    from verl_dgpo.maths.hyperparameters import ce_gppo_betas, dgpo_exponents, dual_clip_ratio, trust_region
 
     with errors_naming(keys_set_from(config)):
         OmegaConf.resolve(config)
@@ -186,12 +186,12 @@ def task_runner_class(config: DictConfig):
     """The TaskRunner for the configured trainer (v1 by default, v0 with ``trainer.use_v1=false``).
 
     verl's own runner, subclassed so that every validation also logs the paper's Avg@k and unbiased
-    Pass@k per benchmark (``verl_dgpo/task_runners.py``); verl itself is not modified. None on verl < 0.9,
+    Pass@k per benchmark (``verl_dgpo/verl_glue/task_runners.py``); verl itself is not modified. None on verl < 0.9,
     which has one trainer and no ``trainer.use_v1``: ``run_ppo`` then picks its own.
     """
     if "use_v1" not in config.trainer:
         return None
-    from verl_dgpo import task_runners
+    from verl_dgpo.verl_glue import task_runners
 
     return task_runners.TaskRunnerV1 if config.trainer.use_v1 else task_runners.TaskRunnerV0
 
@@ -204,7 +204,7 @@ def run(config: DictConfig) -> None:
     if quiet.enabled(config):
         quiet.quiet_driver()  # before importing verl's trainer, which detects the platform
     # First what needs no verl (its import takes seconds): the keys, batch sizes, GPUs, data files, model.
-    from verl_dgpo.preflight import checks_with_verl, checks_without_verl, ray_cluster_address
+    from verl_dgpo.startup.preflight import checks_with_verl, checks_without_verl, ray_cluster_address
 
     config = check_config(config)
     notes = checks_without_verl(config)
@@ -220,7 +220,7 @@ def run(config: DictConfig) -> None:
     checks_with_verl(config)  # verl's validate_config, the rollout engine
     for note in notes:
         print(f"verl-dgpo: note: {note}", flush=True)
-    from verl_dgpo.run_identity import guard
+    from verl_dgpo.startup.run_identity import guard
 
     guard(config)  # this run's checkpoint folder: same run only, resume from the latest complete checkpoint
     if local_cpu:
@@ -242,8 +242,8 @@ def run(config: DictConfig) -> None:
     )
 
 
-#: Our yaml folder, as a file-system path: the package-relative form would name the module
-#: ``verl_dgpo.config`` (config.py) when run as a console script, not this folder.
+#: Our yaml folder (the package ``verl_dgpo.config``), as a file-system path, the same whichever way
+#: the entry point is started (``python -m``, console script).
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
 
 
@@ -262,12 +262,12 @@ def _hydra_main(config: DictConfig) -> None:
 def check_contracts(version: str) -> None:
     """On a verl that is not a tested release: every contract this entry point relies on, or one line.
 
-    Real calls into verl (:func:`verl_dgpo.check.run_checks`), seconds; prints one note to stderr when all
+    Real calls into verl (:func:`verl_dgpo.verl_glue.contracts.run_checks`), seconds; prints one note to stderr when all
     hold, raises :class:`VerlVersionError` naming the first broken contract otherwise.
     """
     import warnings
 
-    from verl_dgpo.check import broken, run_checks
+    from verl_dgpo.verl_glue.contracts import broken, run_checks
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # verl's import-time notices; the rows say what matters
@@ -312,7 +312,7 @@ def with_verl_config_folder(argv: list[str]) -> list[str]:
     ``argv`` is left as it is where the user sets the search path, or the folder is not found."""
     if any(arg.lstrip("+").startswith(SEARCH_PATH_KEY + "=") for arg in argv):
         return argv
-    from verl_dgpo.verl_files import config_dir
+    from verl_dgpo.verl_glue.verl_files import config_dir
 
     folder = config_dir()
     if folder is None or "'" in folder or "\\" in folder:

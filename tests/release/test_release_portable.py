@@ -82,7 +82,7 @@ def test_fresh_process_registers_the_loss_by_this_releases_mechanism():
     assert plain.returncode == 0, plain.stderr
     words = plain.stdout.split()
     if has_entry_points(VERL):  # 0.9.x: `import verl` loads the verl.plugins entry point
-        assert words[:4] == ["loss", "verl_dgpo.registry", "estimator", "verl_dgpo.registry"]
+        assert words[:4] == ["loss", "verl_dgpo.verl_glue.registration", "estimator", "verl_dgpo.verl_glue.registration"]
         assert words[4:] == ["mechanism", verl_dgpo.VIA_ENTRY_POINT.replace(" ", "_")]
     else:  # 0.7.1/0.8.0: nothing without the variable, and check_installed says so
         assert words[:4] == ["loss", "None", "estimator", "None"]
@@ -91,7 +91,7 @@ def test_fresh_process_registers_the_loss_by_this_releases_mechanism():
     named = run_python(REGISTRATION_PROBE, VERL_USE_EXTERNAL_MODULES="verl_dgpo.registry")
     assert named.returncode == 0, named.stderr
     assert named.stdout.split() == [
-        "loss", "verl_dgpo.registry", "estimator", "verl_dgpo.registry",
+        "loss", "verl_dgpo.verl_glue.registration", "estimator", "verl_dgpo.verl_glue.registration",
         "mechanism", verl_dgpo.VIA_EXTERNAL_MODULES,
     ]  # fmt: skip
 
@@ -208,7 +208,7 @@ def test_engine_ppo_loss_gives_the_closed_form_gradient():
     """``verl.workers.utils.losses.ppo_loss``, as the engine workers call it (flat log-probs, padded data)."""
     from verl.workers.utils.losses import ppo_loss
 
-    from verl_dgpo.check import engine_batch
+    from verl_dgpo.verl_glue.contracts import engine_batch
 
     lengths, width = [4, 2, 5], 5
     mask, old, log_ratio, adv = random_batch(lengths, width, seed=2)

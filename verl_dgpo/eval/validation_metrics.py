@@ -79,7 +79,7 @@ def use_pass_at_k_trainer(mode: str) -> None:
     The mode's name stays what the user configured: verl's v1 trainer branches on it (``trainer_mode ==
     "sync"`` picks the synchronous replay buffer, parameter-sync schedule and refill rules), so a renamed
     mode would silently run another training schedule. Called only inside the TaskRunner actor that our
-    entry point starts (:mod:`verl_dgpo.task_runners`); verl's classes are not modified, and an unknown mode
+    entry point starts (:mod:`verl_dgpo.verl_glue.task_runners`); verl's classes are not modified, and an unknown mode
     is left to verl's own ``get_trainer_cls`` error, which lists the registered modes.
     """
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY

@@ -22,7 +22,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from verl_dgpo.external_modules import add_external_module
+from verl_dgpo.verl_glue.external_modules import add_external_module
 
 PREFIX = "[dgpo-local] "
 BOOT_MODULE = "verl_dgpo.local.boot"
@@ -37,7 +37,7 @@ class LocalRunError(RuntimeError):
 
 def v0_trainer_available() -> bool:
     """Whether this verl still ships its deprecated v0 trainer (``verl.trainer.main_ppo_v0``); no ``import verl``."""
-    from verl_dgpo.verl_files import has_module
+    from verl_dgpo.verl_glue.verl_files import has_module
 
     return has_module("verl.trainer.main_ppo_v0")
 

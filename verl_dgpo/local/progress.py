@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Callable, Optional, TextIO
 
-from verl_dgpo.checkpoints import describe as describe_checkpoints
+from verl_dgpo.verl_glue.checkpoints import describe as describe_checkpoints
 
 REWARD_KEY = "critic/score/mean"
 STEP_TIME_KEY = "timing_s/step"

@@ -2,8 +2,8 @@
 
 :class:`DGPOConfig` is TRL's ``GRPOConfig`` plus ``policy_loss`` (``dgpo``, ``gppo``, ``ce_gppo``, ``aspo``)
 and its hyper-parameters; :class:`DGPOTrainer` is TRL's ``GRPOTrainer`` with only the per-token surrogate
-replaced (``verl_dgpo/trl/trainer.py``). The maths is the package's host-free ``verl_dgpo.losses`` and
-``verl_dgpo.baseline_losses``, the same that runs in verl. Importing this package imports neither verl nor
+replaced (``verl_dgpo/trl/trainer.py``). The maths is the package's host-free ``verl_dgpo.maths.losses`` and
+``verl_dgpo.maths.baseline_losses``, the same that runs in verl. Importing this package imports neither verl nor
 Ray; a TRL outside :func:`~verl_dgpo.trl.version.supported_range` is refused in one line.
 """
 

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from verl_dgpo.hyperparameters import (
+from verl_dgpo.maths.hyperparameters import (
     DGPOConfigError,
     dual_clip_ratio,
     require_number,
     validate_ce_gppo_betas,
     validate_dgpo_exponents,
 )
-from verl_dgpo.methods import closest_name
+from verl_dgpo.spelling import closest_name
 
 #: The per-token losses ``DGPOTrainer`` replaces TRL's surrogate with.
 POLICY_LOSSES = ("dgpo", "gppo", "ce_gppo", "aspo")

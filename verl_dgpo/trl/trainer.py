@@ -10,7 +10,7 @@ TRL's own with the advantages set to zero, and adds our surrogate term:
   and TRL's metrics, each computed by TRL from the one forward pass;
 * the log-probs and entropy mask of that same pass are kept (:meth:`_get_per_token_logps_and_entropies`
   and :meth:`get_high_entropy_mask` are TRL's, called by TRL; we only keep their results), and our
-  per-token loss ``-A·s`` (:mod:`verl_dgpo.losses`, :mod:`verl_dgpo.baseline_losses`) is masked like TRL
+  per-token loss ``-A·s`` (:mod:`verl_dgpo.maths.losses`, :mod:`verl_dgpo.maths.baseline_losses`) is masked like TRL
   masks its own (completion/tool mask, off-policy sequence mask, entropy mask, vLLM importance-sampling
   ratio) and normalised as the user's ``loss_type`` normalises it (:meth:`normalise`).
 
@@ -19,7 +19,7 @@ still evaluates ``exp(log r)``; where that overflows (log r > 88 in float32), it
 is inf there; our term itself is clamped and finite. The metrics that TRL
 computed from the advantages (its ``clip_ratio/*``) are recomputed with the real ones, and the policy
 loss's region fractions and gradient weights are logged as ``<policy_loss>/...``
-(:func:`verl_dgpo.loss_metrics.region_metrics`, as verl's side logs them).
+(:func:`verl_dgpo.maths.loss_metrics.region_metrics`, as verl's side logs them).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import torch
 from trl import GRPOTrainer
 from trl.trainer.utils import nanmax, nanmin
 
-from verl_dgpo.baseline_losses import aspo_token_loss, ce_gppo_token_loss, gppo_token_loss
-from verl_dgpo.loss_metrics import region_metrics
-from verl_dgpo.losses import TokenLoss, dgpo_token_loss
+from verl_dgpo.maths.baseline_losses import aspo_token_loss, ce_gppo_token_loss, gppo_token_loss
+from verl_dgpo.maths.loss_metrics import region_metrics
+from verl_dgpo.maths.losses import TokenLoss, dgpo_token_loss
 from verl_dgpo.trl.config import DGPOConfig, TRLConfigError, refused_combination
 
 

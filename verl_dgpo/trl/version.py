@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 #: Every TRL release tested (CI: 1.12.0 in the main environment, 1.16.0 by scripts/check_trl_release.sh).
-#: 1.12.0 is the newest that can share an environment with verl's trainer (verl_dgpo/trl_compat.py).
+#: 1.12.0 is the newest that can share an environment with verl's trainer (verl_dgpo/startup/trl_compat.py).
 SUPPORTED_TRL = ("1.12.0", "1.16.0")
 
 #: The TRL of the default test environment (the ``test`` extra): one next to which verl's trainer starts.

@@ -11,7 +11,7 @@ back to ``clip_ratio``):
 - ``study/pi_weight_max``, ``study/pi_weight_p99``, ``study/pi_weight_low_decile_max``,
   ``study/pi_weight_low_decile_p99``: the weight on ∇π in units of 1/π_old, ``w / r``, over the
   out-of-trust-region tokens and over the lowest-π_old decile (definitions:
-  :mod:`verl_dgpo.loss_metrics`), with ``w`` **measured** from the wrapped loss's own autograd by
+  :mod:`verl_dgpo.maths.loss_metrics`), with ``w`` **measured** from the wrapped loss's own autograd by
   :func:`measured_weight`, the same way for verl's losses and the package's.
 
 verl averages a loss's metrics over the updates of a training step, which is right for the fractions but
@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 import torch
 
-from verl_dgpo.loss_metrics import PI_WEIGHT_KEYS, pi_weight_distribution
-from verl_dgpo.losses import log_ratio_and_validity
+from verl_dgpo.maths.loss_metrics import PI_WEIGHT_KEYS, pi_weight_distribution
+from verl_dgpo.maths.losses import log_ratio_and_validity
 
 UPDATES_ENV = "METHOD_COMPARISON_UPDATES_PER_STEP"
 FRACTION_KEYS = ("study/ln_frac", "study/hp_frac", "study/lp_frac", "study/hn_frac", "study/out_frac")

@@ -13,7 +13,7 @@ Statistics (each is defined in the report's legend too):
 - the paper's three claims, each marked by the rule written next to it in the report.
 
 Studies with ``ReportSettings.pi_weight`` (the stress study) add, from the ``pi_weight_*`` columns: a table of
-the weight on ∇π in units of 1/π_old (``w / r``; definitions in :mod:`verl_dgpo.loss_metrics`), its figure,
+the weight on ∇π in units of 1/π_old (``w / r``; definitions in :mod:`verl_dgpo.maths.loss_metrics`), its figure,
 the paired difference of the peak grad norm, the regime the pilot chose with the pilot's values, and judge
 claim 2 by :func:`claim2_by_pi_weight` instead of by the max ratio. The other studies' reports are unchanged.
 
@@ -391,7 +391,7 @@ def pi_weight_section(runs) -> str:
         "Per update, w is the weight the method's loss puts on A·∇log π, measured from the loss's own gradient; "
         "w / r is its weight on A·∇π in units of 1/π_old (1 on-policy). Out-of-region: tokens with A ≠ 0 and r "
         "outside [1-ε_low, 1+ε_high]; decile: the tenth of tokens with A ≠ 0 whose π_old is lowest (definitions: "
-        "verl_dgpo/loss_metrics.py). Each step logs the largest value over its updates; the table gives the "
+        "verl_dgpo/maths/loss_metrics.py). Each step logs the largest value over its updates; the table gives the "
         "largest over all steps and seeds and, in brackets, the median over steps and seeds (0: no such token). "
         "Being measured in the trainer's own precision, a value whose closed form is 1 (GRPO, DGPO inside the "
         "region, on LP/HN) can read a few parts in a thousand above it.",

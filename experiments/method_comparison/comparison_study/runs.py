@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
-from verl_dgpo.external_modules import add_external_module
+from verl_dgpo.verl_glue.external_modules import add_external_module
 
 #: the folder holding ``comparison_study`` (put on the runs' ``PYTHONPATH``) and the repository root.
 EXPERIMENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,7 @@ Before Ray starts, :func:`guard` (called by ``verl_dgpo.main``) looks at ``train
   same way, so that it never overwrites them; restarting the *same* run there is allowed (with a note);
 - ``run_identity.allow_mismatch=true`` continues anyway (the old identity is kept in the file's
   ``earlier`` list);
-- ``resume_mode=auto`` resumes from the latest *complete* checkpoint (:mod:`verl_dgpo.checkpoints`), not
+- ``resume_mode=auto`` resumes from the latest *complete* checkpoint (:mod:`verl_dgpo.verl_glue.checkpoints`), not
   from whatever verl's tracker file says: verl is handed that folder as ``resume_mode=resume_path``, and
   the step is printed.
 """
@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from verl_dgpo import checkpoints
+from verl_dgpo.verl_glue import checkpoints
 
 IDENTITY_FILE = "run_identity.json"
 ALLOW_KEY = "run_identity.allow_mismatch"

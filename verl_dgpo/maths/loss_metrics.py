@@ -1,6 +1,6 @@
 """Per-update metrics of a per-token loss: region fractions and gradient weights. Pure torch: no host import.
 
-Every host (verl's registry, TRL's trainer) logs these from the :class:`~verl_dgpo.losses.TokenLoss` the
+Every host (verl's registry, TRL's trainer) logs these from the :class:`~verl_dgpo.maths.losses.TokenLoss` the
 loss already computed, so no host recomputes the maths.
 
 **The weight on ∇π** (the paper's quantity, "From log π to π"). A token's loss gradient is
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from verl_dgpo.losses import TokenLoss, trust_region_regions
+from verl_dgpo.maths.losses import TokenLoss, trust_region_regions
 
 PI_WEIGHT_KEYS = ("pi_weight_max", "pi_weight_p99", "pi_weight_low_decile_max", "pi_weight_low_decile_p99")
 
@@ -46,7 +46,7 @@ PI_WEIGHT_KEYS = ("pi_weight_max", "pi_weight_p99", "pi_weight_low_decile_max", 
 def pi_weight(weight: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
     """``w / r = w · exp(-log r)``: the weight on ``A·∇π`` in units of ``1/π_old``, per token (no grad).
 
-    ``log_ratio`` is the masked, clamped log-ratio of :func:`~verl_dgpo.losses.log_ratio_and_validity`
+    ``log_ratio`` is the masked, clamped log-ratio of :func:`~verl_dgpo.maths.losses.log_ratio_and_validity`
     (so ``exp(-log r) ≤ e^20``: finite).
     """
     with torch.no_grad():
@@ -114,7 +114,7 @@ def pi_weight_distribution(
 ) -> dict[str, float]:
     """:data:`PI_WEIGHT_KEYS` (module docstring) from the per-token weight ``w`` on ∇log π of any loss.
 
-    ``log_ratio``: the masked, clamped ``log r`` (:func:`~verl_dgpo.losses.log_ratio_and_validity`);
+    ``log_ratio``: the masked, clamped ``log r`` (:func:`~verl_dgpo.maths.losses.log_ratio_and_validity`);
     ``old_log_prob`` picks the lowest-probability decile. Three sorts of the batch, one copy to the host.
     """
     with torch.no_grad():

@@ -26,7 +26,7 @@ kept for it is that derivative (no chain of saved intermediates). There is a sin
 ever sees a log-ratio that was masked and clamped first (see :func:`log_ratio_and_validity`), so no branch
 can overflow to ``inf`` and no ``0·inf`` can turn a gradient into NaN, even on tokens the mask drops; those
 tokens, and tokens beyond the clamp, get an exactly zero gradient. The baselines in
-:mod:`verl_dgpo.baseline_losses` are built from the same pieces (:func:`log_ratio_and_validity`,
+:mod:`verl_dgpo.maths.baseline_losses` are built from the same pieces (:func:`log_ratio_and_validity`,
 :func:`trust_region_regions`, :func:`closed_form_token_loss`).
 """
 

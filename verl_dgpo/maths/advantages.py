@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
 
-def group_ids(index: Sequence | np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Map arbitrary per-response group keys (strings, ints) to dense ids 0..G-1 (first-seen order)."""
+def group_ids(index: Sequence | torch.Tensor) -> torch.Tensor:
+    """Map arbitrary per-response group keys (strings, ints) to dense ids 0..G-1 (first-seen order).
+
+    ``index`` is any sequence or anything with ``tolist()`` (a tensor, or the numpy array of uids verl passes)."""
     keys = index.tolist() if hasattr(index, "tolist") else list(index)
     dense: dict = {}
     return torch.tensor([dense.setdefault(key, len(dense)) for key in keys], dtype=torch.long)
@@ -30,7 +31,7 @@ def group_ids(index: Sequence | np.ndarray | torch.Tensor) -> torch.Tensor:
 def group_normalized_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
-    index: Sequence | np.ndarray | torch.Tensor,
+    index: Sequence | torch.Tensor,
     *,
     epsilon: float = 1e-6,
     normalize_by_std: bool = True,

@@ -11,7 +11,7 @@ bounds are verl's own ``actor_rollout_ref.actor.clip_ratio_low`` / ``clip_ratio_
 
 The baselines' hyper-parameters live in the same subclass: CE-GPPO's ``ce_gppo_beta1`` / ``ce_gppo_beta2``
 (yaml: ``algorithm.ce_gppo.{beta1,beta2}``). GPPO, CE-GPPO and ASPO take their dual-clip constant ``c``
-from verl's own ``actor_rollout_ref.actor.clip_ratio_c`` (:func:`verl_dgpo.hyperparameters.dual_clip_ratio`).
+from verl's own ``actor_rollout_ref.actor.clip_ratio_c`` (:func:`verl_dgpo.maths.hyperparameters.dual_clip_ratio`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from verl.workers.config import ActorConfig, PolicyLossConfig
 
-from verl_dgpo.hyperparameters import (  # noqa: F401  (DGPOConfigError re-exported)
+from verl_dgpo.maths.hyperparameters import (  # noqa: F401  (DGPOConfigError re-exported)
     DGPOConfigError,
     validate_ce_gppo_betas,
     validate_dgpo_exponents,

@@ -30,7 +30,7 @@ class TRLIncompatibleError(RuntimeError):
 
 def _package_dir() -> Optional[Path]:
     """The installed ``trl`` package's folder, or None when ``trl`` is not importable (verl then skips TRL)."""
-    from verl_dgpo.verl_files import package_dir
+    from verl_dgpo.verl_glue.verl_files import package_dir
 
     folder = package_dir("trl")
     return Path(folder) if folder else None

@@ -1,9 +1,9 @@
 """Per-token surrogates of the paper's soft-clipping baselines: GPPO, CE-GPPO and ASPO. Pure torch: no verl import.
 
 GRPO (verl's ``vanilla``) and CISPO (verl's ``cispo``) are verl's own losses and are not repeated here.
-Notation as in :mod:`verl_dgpo.losses`: ``r = π/π_old``, ``A`` the advantage, ``ε_l, ε_h`` the trust-region
+Notation as in :mod:`verl_dgpo.maths.losses`: ``r = π/π_old``, ``A`` the advantage, ``ε_l, ε_h`` the trust-region
 bounds, ``c`` the dual-clip constant (verl's ``clip_ratio_c``). The regions are those of
-:func:`~verl_dgpo.losses.trust_region_regions` (LN: A<0, r<1-ε_l; HP: A>0, r>1+ε_h; LP: A>0, r<1-ε_l;
+:func:`~verl_dgpo.maths.losses.trust_region_regions` (LN: A<0, r<1-ε_l; HP: A>0, r>1+ε_h; LP: A>0, r<1-ε_l;
 HN: A<0, r>1+ε_h; "inside" otherwise). ``w`` is the gradient weight on ``A·∇log π``, read from each
 method's own loss function:
 
@@ -17,8 +17,8 @@ ASPO      0              0              min(1/r, c)    r; c once r > c      A>0:
 
 Every loss here is ``-A · v`` per token, ``v`` the value the authors' loss reports (see each function), with
 derivative ``-A · w`` in ``log_prob``; both are closed forms computed without autograd and joined by
-:func:`~verl_dgpo.losses.closed_form_token_loss`, on the log-ratio of
-:func:`~verl_dgpo.losses.log_ratio_and_validity` (masked, clamped to ±20 like verl's losses), so no weight
+:func:`~verl_dgpo.maths.losses.closed_form_token_loss`, on the log-ratio of
+:func:`~verl_dgpo.maths.losses.log_ratio_and_validity` (masked, clamped to ±20 like verl's losses), so no weight
 can overflow and masked tokens get an exactly zero gradient.
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from verl_dgpo.losses import TokenLoss, closed_form_token_loss, log_ratio_and_validity, trust_region_regions
+from verl_dgpo.maths.losses import TokenLoss, closed_form_token_loss, log_ratio_and_validity, trust_region_regions
 
 
 def ce_gppo_token_loss(

@@ -14,7 +14,7 @@ from typing import Optional
 
 def package_dir(name: str = "verl") -> Optional[str]:
     """The installed package ``name``'s folder (verl's by default), found without running it; None when it is
-    not importable. :mod:`verl_dgpo.trl_compat` finds TRL's with it."""
+    not importable. :mod:`verl_dgpo.startup.trl_compat` finds TRL's with it."""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
