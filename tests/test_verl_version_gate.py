@@ -40,7 +40,7 @@ def test_older_releases_are_refused_naming_the_range(release):
 
 @pytest.mark.parametrize("release", ["0.9.2", "0.10.0", "0.10.0.dev0", "1.0.0"])
 def test_untested_newer_releases_pass_the_version_gate_but_are_not_tested(release):
-    """They reach the contract checks (verl_dgpo.main.check_contracts) instead of a refusal."""
+    """They reach the contract checks (verl_dgpo.startup.sequence.check_contracts) instead of a refusal."""
     assert version.check_verl_version(release) == release
     assert not version.is_tested(release)
     assert version.untested_note(release) == (

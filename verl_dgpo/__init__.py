@@ -50,7 +50,7 @@ def _entry_point_problem() -> "str | None":
     return None
 
 
-def check_installed() -> str:
+def check_installed(version: "str | None" = None) -> str:
     """Which mechanism loads verl-dgpo into every process that imports verl (driver and Ray workers).
 
     Returns :data:`VIA_EXTERNAL_MODULES` when ``VERL_USE_EXTERNAL_MODULES`` names ``verl_dgpo.registry``
@@ -58,16 +58,18 @@ def check_installed() -> str:
     package installed). Raises :class:`PluginNotInstalledError` when neither holds, e.g. on verl 0.8.0
     without the variable, where a Ray worker would fail much later with "Unsupported loss mode: dgpo";
     or when verl's registries do not hold our functions. Call it on the driver, before Ray starts.
+    ``version``: the verl release the caller has already checked (checked here when None).
     """
     import importlib
 
     from verl_dgpo.verl_glue.external_modules import VARIABLE, external_modules
     from verl_dgpo.version import ENTRY_POINTS_SINCE, check_verl_version, has_entry_points
 
-    try:
-        version = check_verl_version()
-    except RuntimeError as err:
-        raise PluginNotInstalledError(str(err)) from err
+    if version is None:
+        try:
+            version = check_verl_version()
+        except RuntimeError as err:
+            raise PluginNotInstalledError(str(err)) from err
     if ENTRY_POINT_VALUE in external_modules():
         mechanism = VIA_EXTERNAL_MODULES
     elif not has_entry_points(version):

@@ -1,7 +1,7 @@
 """CPU support for verl 0.9.1: ``python -m verl_dgpo.main --config-name local_cpu`` trains on a laptop.
 
 Selected by the preset ``verl_dgpo/config/local_cpu.yaml`` (``local_cpu.enabled: true``), which makes
-``verl_dgpo.main.run`` call :func:`activate` on the driver before Ray starts. Modules:
+``verl_dgpo.startup.sequence.start`` call :func:`activate` on the driver before Ray starts. Modules:
 
 - :mod:`~verl_dgpo.local.launch` — driver side: assets, environment, Ray start-up, progress, summary;
 - :mod:`~verl_dgpo.local.boot` — imported in every Ray process of a local run; the only import that

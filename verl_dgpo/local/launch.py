@@ -1,6 +1,6 @@
 """Driver side of the local CPU preset: assets, environment, Ray start-up, progress and summary.
 
-:func:`activate` runs in the driver (``verl_dgpo.main.run``) before verl's ``run_ppo``. It
+:func:`activate` runs in the driver (``verl_dgpo.startup.sequence.start``) before verl's ``run_ppo``. It
 
 1. refuses configurations the CPU path cannot run (another rollout backend, a verl whose patched
    internals moved) with a message naming the key;
@@ -45,7 +45,7 @@ def v0_trainer_available() -> bool:
 def choose_trainer(config: DictConfig, v0_available: Optional[bool] = None) -> str:
     """``"v1"`` or ``"v0"``: the trainer the run uses. Both run on CPU (verl_dgpo/local/README.md says
     what each guarantees). On a verl without the v0 trainer a ``trainer.use_v1=false`` run becomes a v1
-    run, and says so in one line. Called before ``verl_dgpo.main.prepare_with_verl``, so that its v1 hand-over of the
+    run, and says so in one line. Called before ``verl_dgpo.startup.sequence.check_with_verl``, so that its v1 hand-over of the
     ``dgpo`` estimator (``verl_dgpo.main.use_grpo_session_handling``) sees the trainer that runs."""
     if "use_v1" not in config.trainer:  # verl < 0.9: one trainer (require_cpu_preset refuses it first)
         return "v0"

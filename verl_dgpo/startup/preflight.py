@@ -1,6 +1,6 @@
 """Checks on the driver before Ray starts: a mistake costs seconds, not a cluster start-up.
 
-:func:`preflight` runs in ``verl_dgpo.main.run`` (so for ``python -m verl_dgpo.main`` and every recipe)
+:func:`preflight` runs in ``verl_dgpo.startup.sequence.start`` (so for ``python -m verl_dgpo.main`` and every recipe)
 after the DGPO keys are validated and before anything starts Ray. In order, it checks
 
 1. batch sizes;
