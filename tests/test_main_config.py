@@ -187,6 +187,9 @@ def run_probe(*args):
          "verl-dgpo: error: actor_rollout_ref.actor.clip_ratio_low=1.5 is not allowed"),
         (["--config-name", "local_cpu", "data.train_batch_size=0", "local_cpu.output_dir=/nonexistent/never-written"],
          "verl-dgpo: error: data.train_batch_size=0 is not allowed"),
+        (["watchdog.timeout_s=-1", MICRO], "verl-dgpo: error: watchdog.timeout_s=-1 is not allowed"),
+        (["--config-name", "local_cpu", "watchdog.startup_timeout_s=soon", "local_cpu.output_dir=/nonexistent/never-written"],
+         "verl-dgpo: error: watchdog.startup_timeout_s='soon' is not allowed"),
     ],
 )  # fmt: skip
 def test_bad_keys_are_refused_before_verl_is_imported(args, line):

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from verl_dgpo.verl_glue import task_runners
 from verl_dgpo.eval.validation_metrics import PassAtKValidationMixin
+from verl_dgpo.verl_glue.stage_heartbeats import StageHeartbeatsMixin
 
 
 def test_v0_runner_runs_verls_code_with_our_trainer_and_verls_module_is_untouched():
@@ -88,9 +89,15 @@ def test_v1_runner_keeps_the_mode_name_and_verl_builds_the_pass_at_k_subclass(mo
     # verl's trainer branches on the literal mode (e.g. `trainer_mode == "sync"`): it must not be renamed
     assert seen["mode"] == mode
     assert issubclass(seen["cls"], PassAtKValidationMixin) and issubclass(seen["cls"], verl_cls)
-    assert seen["cls"].__mro__[2] is verl_cls  # verl's own class, unmodified, right behind the mixin
+    # verl's own class, unmodified, behind the mixins; the subclass runs verl's own fit, whose stage timer
+    # also reports to the watchdog (verl_dgpo/stage_heartbeats.py)
+    from verl.utils.debug import marked_timer
+
+    assert verl_cls in seen["cls"].__mro__ and issubclass(seen["cls"], StageHeartbeatsMixin)
+    assert seen["cls"].fit.__code__ is verl_cls.fit.__code__ and verl_cls.fit.__globals__["marked_timer"] is marked_timer
+    assert seen["cls"].fit.__globals__["marked_timer"].__wrapped__ is marked_timer
     others = {k: v for k, v in v1_registry.items() if k != mode}
-    assert all(not issubclass(v, PassAtKValidationMixin) for v in others.values())
+    assert all(not issubclass(v, (PassAtKValidationMixin, StageHeartbeatsMixin)) for v in others.values())
 
 
 def test_v1_runner_leaves_an_unknown_mode_to_verls_error(monkeypatch, v1_registry):

@@ -13,7 +13,8 @@ checked the verl release and named the plugin, before hydra: :func:`check_releas
    (:func:`verl_dgpo.startup.preflight.checks_with_verl`);
 5. the checkpoint folder: same run only, resume from the latest complete checkpoint
    (:mod:`verl_dgpo.startup.run_identity`);
-6. Ray, within its time limit, and verl's trainer with our task runner (:mod:`verl_dgpo.startup.ray_start`).
+6. Ray, within its time limit, and verl's trainer with our task runner (:mod:`verl_dgpo.startup.ray_start`),
+   under the progress watchdog (:mod:`verl_dgpo.startup.watchdog`; its keys are checked with the others in step 2).
 
 A mistake anywhere before step 6 is one line naming the key as typed (:mod:`verl_dgpo.startup.errors`).
 """
@@ -200,6 +201,9 @@ def start(config: DictConfig, version: Optional[str] = None) -> None:
     from verl_dgpo.startup.preflight import checks_with_verl, checks_without_verl, ray_cluster_address
 
     config = check_keys(config)
+    from verl_dgpo.startup.watchdog import Watchdog
+
+    watchdog = Watchdog.from_config(config)  # watchdog.*: one line for a bad value
     notes = checks_without_verl(config)
     if local_cpu:
         from verl_dgpo.local import check_memory
@@ -216,6 +220,7 @@ def start(config: DictConfig, version: Optional[str] = None) -> None:
     from verl_dgpo.startup.run_identity import guard
 
     guard(config)  # this run's checkpoint folder: same run only, resume from the latest complete checkpoint
+    watchdog.mark_processes()  # before Ray starts: a local cluster's processes carry this run's mark
     if local_cpu:
         from verl_dgpo.local import activate
 
@@ -227,12 +232,13 @@ def start(config: DictConfig, version: Optional[str] = None) -> None:
     from verl.utils.device import auto_set_device
 
     auto_set_device(config)
-    bounded_ray_start(
-        lambda: run_ppo(config, task_runner_class=task_runner_class(config)),
-        float(config.get("preflight", {}).get("ray_start_timeout_s", 0)),
-        is_started=ray.is_initialized,
-        address=ray_cluster_address(config, os.environ),
-    )
+    with watchdog.watching(config.trainer.get("default_local_dir")):  # no progress, or a dead worker: one line, exit 3
+        bounded_ray_start(
+            lambda: run_ppo(config, task_runner_class=task_runner_class(config)),
+            float(config.get("preflight", {}).get("ray_start_timeout_s", 0)),
+            is_started=ray.is_initialized,
+            address=ray_cluster_address(config, os.environ),
+        )
 
 
 

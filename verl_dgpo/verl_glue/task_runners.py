@@ -5,6 +5,8 @@ this). Nothing of verl is modified: each runner is a subclass of verl's own, liv
 actor that only our entry point starts, and each builds a subclass of verl's trainer with
 :class:`verl_dgpo.eval.validation_metrics.PassAtKValidationMixin` in front.
 
+Both trainers also report each stage verl times to the run's watchdog (:mod:`verl_dgpo.verl_glue.stage_heartbeats`).
+
 * v1 trainer (``trainer.use_v1=true``, verl's default): verl picks the trainer class by name from its
   registry (``trainer.v1.trainer_mode``). In its own actor process, the runner makes that name give the
   Pass@k subclass of verl's class, keeping the name (verl's trainer branches on it), then runs verl's own
@@ -22,6 +24,7 @@ import types
 import ray
 
 from verl_dgpo.eval.validation_metrics import PassAtKValidationMixin, use_pass_at_k_trainer
+from verl_dgpo.verl_glue.stage_heartbeats import StageHeartbeatsMixin, timed_subclass, use_stage_heartbeats_trainer
 
 def _v0_module():
     """The module of verl's v0 ``TaskRunner`` and ``RayPPOTrainer`` (``main_ppo_v0`` from verl 0.9), or
@@ -44,8 +47,10 @@ _V0 = _v0_module()
 _VerlTaskRunnerV0 = _plain_class(_V0.TaskRunner) if _V0 is not None else object
 
 
-class RayPPOTrainerWithPassAtK(PassAtKValidationMixin, _V0.RayPPOTrainer if _V0 is not None else object):
-    """verl's v0 ``RayPPOTrainer``, whose validation metrics also hold Avg@k and Pass@k."""
+class RayPPOTrainerWithPassAtK(StageHeartbeatsMixin, PassAtKValidationMixin,
+                               timed_subclass(_V0.RayPPOTrainer) if _V0 is not None else object):
+    """verl's v0 ``RayPPOTrainer``, whose validation metrics also hold Avg@k and Pass@k, and which reports
+    its stages to the run's watchdog (:mod:`verl_dgpo.verl_glue.stage_heartbeats`)."""
 
 
 def run_with_trainer(verl_run: types.FunctionType, trainer_cls: type) -> types.FunctionType:
@@ -96,6 +101,7 @@ class PassAtKTaskRunnerV1(_verl_task_runner_v1()):
 
     def run(self, config):
         use_pass_at_k_trainer(config.trainer.v1.trainer_mode)  # this actor's process: verl's registry is per process
+        use_stage_heartbeats_trainer(config.trainer.v1.trainer_mode)  # stages reported to the run's watchdog
         return super().run(config)
 
 
