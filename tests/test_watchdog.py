@@ -126,7 +126,7 @@ def actor(name, state="DEAD", job="01000000", pid=42, **cause):
 def test_only_deaths_nobody_asked_for_in_this_job_end_the_run():
     table = [
         actor("TaskRunner", state="ALIVE"),
-        actor("WorkerDict", reason="WORKER_DIED", pid=4321),
+        actor("create_colocated_worker_cls.<locals>.WorkerDict", reason="WORKER_DIED", pid=4321),
         actor("TransferQueueStorage", reason="RAY_KILL"),  # verl ends it itself
         actor("Helper", reason="OUT_OF_SCOPE"),
         actor("AgentLoopWorker", reason="OWNER_DIED"),  # follows its owner's death: the owner is named

@@ -144,7 +144,7 @@ def unexpected_deaths(actors: Iterable[dict], job_id: str) -> list[dict]:
         reason = death_reason(cause)
         if reason is None:
             continue
-        name = actor.get("ActorClassName") or "actor"
+        name = (actor.get("ActorClassName") or "actor").rsplit(".", 1)[-1]  # verl's fused class is local to a function
         found.append({"name": name, "pid": actor.get("Pid"), "reason": reason})
     return found
 
