@@ -24,7 +24,7 @@ import time
 import pytest
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
-from verl_dgpo import checkpoints
+from verl_dgpo.verl_glue import checkpoints
 
 pytestmark = pytest.mark.slow
 
