@@ -323,3 +323,13 @@ def test_the_process_mark_is_set_only_when_the_watchdog_is_on(monkeypatch):
     dog = wd.Watchdog(wd.Limits(5, 0))
     dog.mark_processes()
     assert os.environ[wd.RUN_MARK] == dog.mark
+
+
+def test_on_a_verl_whose_own_task_runner_reports_nothing_only_dead_workers_end_the_run(capsys):
+    dog = wd.Watchdog(wd.Limits(timeout_s=60, startup_timeout_s=600), poll_s=0.05)
+    with dog.watching(reports=False):  # verl < 0.9: verl's task runner, no reports: a limit would end healthy runs
+        assert dog._thread is not None and dog._thread.is_alive()  # still watching for dead workers
+    dog._thread.join(timeout=5)
+    assert dog.limits == wd.Limits(0.0, 0.0) and not dog._thread.is_alive()
+    out = capsys.readouterr().out
+    assert out.startswith("verl-dgpo: note: ") and "watchdog.timeout_s and watchdog.startup_timeout_s are off" in out

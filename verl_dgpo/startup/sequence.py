@@ -232,9 +232,10 @@ def start(config: DictConfig, version: Optional[str] = None) -> None:
     from verl.utils.device import auto_set_device
 
     auto_set_device(config)
-    with watchdog.watching(config.trainer.get("default_local_dir")):  # no progress, or a dead worker: one line, exit 3
+    runner = task_runner_class(config)
+    with watchdog.watching(config.trainer.get("default_local_dir"), reports=runner is not None):  # one line, exit 3
         bounded_ray_start(
-            lambda: run_ppo(config, task_runner_class=task_runner_class(config)),
+            lambda: run_ppo(config, task_runner_class=runner),
             float(config.get("preflight", {}).get("ray_start_timeout_s", 0)),
             is_started=ray.is_initialized,
             address=ray_cluster_address(config, os.environ),

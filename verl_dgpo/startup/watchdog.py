@@ -281,6 +281,7 @@ class Watchdog:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.monitor: Optional[Monitor] = None
+        self._deaths_only = False
 
     @classmethod
     def from_config(cls, config) -> "Watchdog":
@@ -322,13 +323,21 @@ class Watchdog:
             self.check_once(job_id)
 
     @contextlib.contextmanager
-    def watching(self, checkpoint_dir: Optional[str] = None):
+    def watching(self, checkpoint_dir: Optional[str] = None, reports: bool = True):
         """Watch while the body (verl's ``run_ppo``) runs. A body that fails because a worker died ends
         the run the same way, naming the worker, instead of a traceback. ``checkpoint_dir``: the run's
-        ``trainer.default_local_dir``, for the line's note on what a resumed run continues from."""
+        ``trainer.default_local_dir``, for the line's note on what a resumed run continues from.
+        ``reports=False``: the trainer cannot report its stages (verl < 0.9 runs its own task runner), so
+        only a dead worker ends the run, and a note says so."""
         if checkpoint_dir:
             self.checkpoint_dir = os.path.abspath(str(checkpoint_dir))
-        if not self.limits.on:
+        if self.limits.on and not reports:
+            print("verl-dgpo: note: on this verl the trainer runs verl's own task runner, which does not report its "
+                  "stages: watchdog.timeout_s and watchdog.startup_timeout_s are off; a Ray worker that dies still "
+                  "ends the run.", flush=True)  # fmt: skip
+            self.limits = Limits(0.0, 0.0)
+            self._deaths_only = True
+        if not (self.limits.on or self._deaths_only):
             yield
             return
         self._thread = threading.Thread(target=self._run, name="dgpo-watchdog", daemon=True)
