@@ -333,3 +333,22 @@ def test_on_a_verl_whose_own_task_runner_reports_nothing_only_dead_workers_end_t
     assert dog.limits == wd.Limits(0.0, 0.0) and not dog._thread.is_alive()
     out = capsys.readouterr().out
     assert out.startswith("verl-dgpo: note: ") and "watchdog.timeout_s and watchdog.startup_timeout_s are off" in out
+
+
+def test_a_store_that_stops_answering_does_not_stop_the_time_limit(monkeypatch):
+    import threading
+
+    ended = threading.Event()
+    lines = []
+    hang = threading.Event()
+    monkeypatch.setattr(wd, "read_heartbeat", lambda job: hang.wait(30))  # the GCS call never returns
+    monkeypatch.setattr(wd, "job_actors", lambda job: [])
+    monkeypatch.setattr(wd, "end_run", lambda line, mark: (lines.append(line), ended.set()))
+    monkeypatch.setattr("ray.is_initialized", lambda: True)
+    monkeypatch.setattr("ray.get_runtime_context", lambda: type("C", (), {"get_job_id": lambda self: "01000000"})())
+    dog = wd.Watchdog(wd.Limits(timeout_s=0.3, startup_timeout_s=0.3), poll_s=0.05)
+    started = time.monotonic()
+    with dog.watching():
+        assert ended.wait(10)
+    hang.set()
+    assert time.monotonic() - started < 5 and lines[0].startswith("no progress for 0 s in start-up")

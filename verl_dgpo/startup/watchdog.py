@@ -96,13 +96,21 @@ class Monitor:
 
     def __init__(self, limits: Limits, now: float):
         self.limits = limits
-        self.state: dict = {"seq": None, "stage": START_UP, "last": None, "step": None}
-        self.since = now
+        # (last report, when the driver saw it) in one tuple: the reader and the judge are two threads
+        self._seen = ({"seq": None, "stage": START_UP, "last": None, "step": None}, now)
+
+    @property
+    def state(self) -> dict:
+        return self._seen[0]
+
+    @property
+    def since(self) -> float:
+        return self._seen[1]
 
     def observe(self, state: Optional[dict], now: float) -> None:
         """A report read from the store (None: none yet, or unreadable); a new ``seq`` is progress."""
         if state and state.get("seq") != self.state.get("seq"):
-            self.state, self.since = dict(state), now
+            self._seen = (dict(state), now)
 
     def where(self) -> str:
         """``the rollout (generation) stage of training step 2`` and the like."""
@@ -119,10 +127,11 @@ class Monitor:
 
     def overdue(self, now: float) -> Optional[str]:
         """The line to end the run with, or None while the current stage is within its limit."""
-        limit, key = self.limits.for_stage(self.state.get("stage"))
-        if limit <= 0 or now - self.since <= limit:
+        state, since = self._seen
+        limit, key = self.limits.for_stage(state.get("stage"))
+        if limit <= 0 or now - since <= limit:
             return None
-        return f"no progress for {now - self.since:.0f} s in {self.where()}; the limit is {key}={limit:g}."
+        return f"no progress for {now - since:.0f} s in {self.where()}; the limit is {key}={limit:g}."
 
     def death(self, actor: dict) -> str:
         """The line for an actor of the run that died unasked (an entry of :func:`unexpected_deaths`)."""
@@ -296,20 +305,28 @@ class Watchdog:
     def end(self, line: str) -> None:
         end_run(f"{line} Ended the run's Ray processes. {checkpoint_note(self.checkpoint_dir)}", self.mark)
 
-    def check_once(self, job_id: str) -> None:
-        """One look: progress, then deaths, then the limit; ends the run when one says so."""
-        now = self.clock()
+    def look(self, job_id: str) -> None:
+        """Read the trainer's report and Ray's actor table (GCS calls); a worker that died ends the run."""
+        state = None
         with contextlib.suppress(Exception):  # an unreadable store is no progress
-            self.monitor.observe(read_heartbeat(job_id), now)
+            state = read_heartbeat(job_id)
+        self.monitor.observe(state, self.clock())
         try:
             dead = unexpected_deaths(job_actors(job_id), job_id)
         except Exception:  # noqa: BLE001 - the actor table is a help; the time limit still holds
             dead = []
         if dead:
             self.end(self.monitor.death(dead[0]))
-        line = self.monitor.overdue(now)
+
+    def judge(self) -> None:
+        """The time limit, from what :meth:`look` last saw (no call that can block)."""
+        line = self.monitor.overdue(self.clock())
         if line:
             self.end(line)
+
+    def check_once(self, job_id: str) -> None:
+        self.look(job_id)
+        self.judge()
 
     def _run(self) -> None:
         import ray
@@ -319,8 +336,14 @@ class Watchdog:
                 return
         job_id = ray.get_runtime_context().get_job_id()
         self.monitor = Monitor(self.limits, self.clock())
+
+        def keep_looking():  # its own thread: a GCS that stops answering blocks it, not the time limit
+            while not self._stop.wait(self.poll_s):
+                self.look(job_id)
+
+        threading.Thread(target=keep_looking, name="dgpo-watchdog-reader", daemon=True).start()
         while not self._stop.wait(self.poll_s):
-            self.check_once(job_id)
+            self.judge()
 
     @contextlib.contextmanager
     def watching(self, checkpoint_dir: Optional[str] = None, reports: bool = True):
