@@ -120,6 +120,13 @@ def test_the_maths_imports_neither_a_host_nor_the_rest_of_the_package():
                 assert top in STDLIB or top == "torch" or module.startswith("verl_dgpo.maths"), (relative, module)
 
 
+def test_the_reference_closed_forms_import_only_the_standard_library():
+    """The closed forms every loss is checked against share no code with the maths (stated apart from the table)."""
+    modules = imports(package_files()["verl_dgpo/reference.py"])
+    assert modules and all(module.split(".")[0] in STDLIB for module in modules), modules
+    assert RULES["reference"][1] == {"reference"} and RULES["reference"][2] == set()
+
+
 @pytest.mark.parametrize(
     "relative, line, expected",
     [
@@ -130,6 +137,8 @@ def test_the_maths_imports_neither_a_host_nor_the_rest_of_the_package():
         ("verl_dgpo/trl/trainer.py", "import verl.trainer", "imports verl.trainer"),
         ("verl_dgpo/local/progress.py", "from verl_dgpo import main", "(entry)"),
         ("verl_dgpo/maths/losses.py", "def f():\n    import trl\n", "imports trl"),
+        ("verl_dgpo/reference.py", "import torch", "imports torch"),
+        ("verl_dgpo/reference.py", "from verl_dgpo.maths import losses", "(maths)"),
     ],
 )
 def test_a_forbidden_import_is_caught(relative, line, expected):

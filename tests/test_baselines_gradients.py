@@ -1,7 +1,7 @@
 """Every method of the paper's tables, through verl's registry: gradient weights, extremes, on-policy limit.
 
-The expected weights are the table of issue 5 (and of the paper notes), written independently of
-``verl_dgpo`` in ``tests/baseline_weight_table.py``: w is the weight on A·∇log π, so with
+The expected weights are the table of issue 5 (and of the paper notes), the closed forms of
+``verl_dgpo/reference.py`` (written apart from the maths, checked by hand in tests/test_reference.py): w is the weight on A·∇log π, so with
 ``loss_agg_mode="token-sum"`` the gradient of the loss with respect to ``log_prob`` is ``-A·w`` per token.
 """
 
@@ -16,10 +16,9 @@ from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config import ActorConfig
 
 import verl_dgpo.registry  # noqa: F401  (registers the losses even without the entry point)
+from verl_dgpo import reference
 from verl_dgpo.config import standalone_actor_config
 from verl_dgpo.maths.losses import masked_log_ratio
-
-from baseline_weight_table import table_weight as closed_form
 
 EPS_LOW, EPS_HIGH = 0.2, 0.28  # deliberately unequal
 BETA1, BETA2 = 0.6, 1.1  # CE-GPPO, not the defaults, so that the config is proven to reach the loss
@@ -43,7 +42,7 @@ def table_config(method: str, clip_ratio_c: float) -> ActorConfig:
 
 def table_weight(method: str, r: float, a: float, c: float) -> float:
     params = dict(eps_low=EPS_LOW, eps_high=EPS_HIGH, beta1=BETA1, beta2=BETA2, n=DGPO_N, m=DGPO_M)
-    return closed_form(method, r, a, c=c, **params)
+    return reference.weight(method, r, a, clip_ratio_c=c, **params)
 
 
 # Ratios in every region for both signs, away from the boundaries: LP below 1/c (ASPO's cap), LP, inside,

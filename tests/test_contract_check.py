@@ -33,17 +33,9 @@ def rows_by_name(rows):
     return {row.contract: row for row in rows}
 
 
-def test_closed_form_weights_by_hand():
-    """A few weights of contracts.py's closed forms, worked out by hand (ε_l = 0.2, ε_h = 0.28, c = 3, n = 2,
-    m = 1.5, β1 = 0.6, β2 = 0.9): the reference the check compares verl's gradients with."""
-    w = contracts.closed_form_weight
-    assert w("dgpo", 0.5, -1.0) == pytest.approx(0.5**3 / 0.8**2)  # LN
-    assert w("dgpo", 2.0, 1.0) == pytest.approx(1.28 ** (1 / 1.5) * 2.0 ** (1 / 3))  # HP
-    assert w("dgpo", 0.5, 1.0) == 0.5 and w("dgpo", 2.0, -1.0) == 2.0  # LP, HN: r
-    assert w("gppo", 0.5, -1.0) == pytest.approx(0.8) and w("gppo", 4.0, -1.0) == 0.0  # LN; dual clip
-    assert w("ce_gppo", 0.5, -1.0) == pytest.approx(0.48) and w("ce_gppo", 2.0, 1.0) == pytest.approx(1.152)
-    assert w("aspo", 0.9, 1.0) == pytest.approx(1 / 0.9) and w("aspo", 0.2, 1.0) == 3.0  # 1/r, capped at c
-    assert w("aspo", 2.0, 1.0) == 0.0 and w("aspo", 0.5, -1.0) == 0.0 and w("aspo", 4.0, -1.0) == 3.0
+def test_the_check_batch_covers_every_region():
+    """The check compares verl's gradients with verl_dgpo.reference's closed forms (checked by hand in
+    tests/test_reference.py) on a batch that has a token in every region of every method."""
     ratios = [math.exp(lr) for row in contracts.LOG_RATIOS for lr in row]  # the check batch covers every region
     assert any(r < 1 / 3 for r in ratios) and any(1 / 3 < r < 0.8 for r in ratios) and any(0.8 < r < 1.28 for r in ratios)
     assert any(1.28 < r < 3 for r in ratios) and any(r > 3 for r in ratios)

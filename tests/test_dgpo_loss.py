@@ -6,6 +6,7 @@ import pytest
 import torch
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
+from verl_dgpo import reference
 from verl_dgpo.maths.losses import dgpo_surrogate
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
@@ -14,13 +15,9 @@ EPS_LOW, EPS_HIGH = 0.2, 0.28
 
 
 # ---------------------------------------------------------------- closed forms, element by element
-def weight(r, a, n, m, el=EPS_LOW, eh=EPS_HIGH):
-    """Gradient weight w on A·∇log π (paper, Sec. DGPO), one token at a time."""
-    if a < 0 and r < 1 - el:
-        return r ** (n + 1) / (1 - el) ** n
-    if a > 0 and r > 1 + eh:
-        return (1 + eh) ** (1 / m) * r ** (1 - 1 / m)
-    return r
+def weight(r, a, n, m):
+    """Gradient weight w on A·∇log π (paper, Sec. DGPO; verl_dgpo/reference.py), one token at a time."""
+    return reference.weight("dgpo", r, a, eps_low=EPS_LOW, eps_high=EPS_HIGH, n=n, m=m)
 
 
 def agg_scale(mask, mode):

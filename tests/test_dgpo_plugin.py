@@ -11,6 +11,7 @@ from verl.trainer.ppo import core_algos
 from verl.workers.utils.losses import ppo_loss
 
 import verl_dgpo
+from verl_dgpo import reference
 from verl_dgpo.verl_glue import registration
 
 from verl_dgpo.verl_glue.contracts import engine_batch
@@ -138,12 +139,7 @@ def test_verl_ppo_loss_path_gives_the_closed_form_gradient_and_updates_weights(o
     for i, row in enumerate(positions):
         for t, pos in enumerate(row):
             r, a = math.exp(log_ratio[i, t].item()), adv[i, t].item()
-            if a < 0 and r < 1 - eps_low:
-                w = r ** (n + 1) / (1 - eps_low) ** n
-            elif a > 0 and r > 1 + eps_high:
-                w = (1 + eps_high) ** (1 / m) * r ** (1 - 1 / m)
-            else:
-                w = r
+            w = reference.weight("dgpo", r, a, eps_low=eps_low, eps_high=eps_high, n=n, m=m)
             assert flat.grad[pos].item() == pytest.approx(-a * w / num_tokens, rel=1e-6)
     response_positions = {p for row in positions for p in row}
     assert all(flat.grad[p].item() == 0.0 for p in range(flat.numel()) if p not in response_positions)

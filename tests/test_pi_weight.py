@@ -2,9 +2,9 @@
 
 ``actor/<method>_pi_weight_max`` of the package's losses (dgpo, gppo, ce_gppo, aspo) and the study probe's
 ``study/pi_weight_*`` for verl's own losses (grpo = ``vanilla``, ``cispo``, ``sapo``) and the package's, whose
-weight the probe *measures* from the loss's autograd. The closed forms of ``w / r`` below are written from each
-method's definition, apart from the package's code. ε_low = 0.2, ε_high = 0.28 (asymmetric, so a swapped bound
-shows), dual clip c = 3, CE-GPPO β1 = 0.75, β2 = 1, DGPO n = 1 (and 2), m = 2, SAPO τ+ = 1, τ− = 1.05 (verl's).
+weight the probe *measures* from the loss's autograd. The closed forms of ``w / r`` are verl_dgpo/reference.py's,
+written from each method's definition apart from the package's maths. ε_low = 0.2, ε_high = 0.28 (asymmetric, so
+a swapped bound shows), dual clip c = 3, CE-GPPO β1 = 0.75, β2 = 1, DGPO n = 1 (and 2), m = 2, SAPO τ+ = 1, τ− = 1.05 (verl's).
 """
 
 import json
@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import warm_python  # tests/warm_python.py
+from verl_dgpo import reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = os.path.join(ROOT, "experiments", "method_comparison")
@@ -34,42 +35,14 @@ MASKED = (0.001, -1.0)
 OUTSIDE = ("LN", "HP", "LP", "HN")
 
 
-def sigmoid(x):
-    return 1 / (1 + math.exp(-x))
+LOSS_OF = {"grpo": "vanilla", "cispo": "cispo", "sapo": "sapo", "dgpo": "dgpo", "gppo": "gppo", "ce_gppo": "ce_gppo",
+           "aspo": "aspo"}
 
 
 def hand_pi_weight(method, r, a, n=1):
-    """w / r of one token with A ≠ 0, from each method's closed form."""
-    lo, hi = 1 - EPS_LOW, 1 + EPS_HIGH
-    ln, hp = a < 0 and r < lo, a > 0 and r > hi
-    if method == "grpo":  # PPO clip + dual clip: zero outside on the clipped sides, 1 elsewhere (0 for A<0, r>c)
-        return 0.0 if ln or hp or (a < 0 and r > C) else 1.0
-    if method == "cispo":  # w = clip(r, 1-ε_l, 1+ε_h) for every token
-        return lo / r if r < lo else hi / r if r > hi else 1.0
-    if method in ("gppo", "ce_gppo"):
-        b1, b2 = (1.0, 1.0) if method == "gppo" else (0.75, 1.0)
-        if ln:
-            return b1 * lo / r
-        if hp:
-            return b2 * hi / r
-        return 0.0 if (a < 0 and r > C) else 1.0
-    if method == "aspo":
-        if ln or hp:
-            return 0.0
-        if a > 0:
-            return min(1 / r, C) / r
-        return C / r if r > C else 1.0
-    if method == "dgpo":
-        if ln:
-            return (r / lo) ** n
-        if hp:
-            return (hi / r) ** 0.5
-        return 1.0
-    if method == "sapo":  # gate f(r) = σ(τ(r-1))·4/τ: w = r·f'(r), so w/r = 4σ(1-σ)
-        tau = 1.0 if a > 0 else 1.05
-        s = sigmoid(tau * (r - 1))
-        return 4 * s * (1 - s)
-    raise AssertionError(method)
+    """w / r of one token with A ≠ 0: verl_dgpo/reference.py's closed form of each method (checked by hand in
+    tests/test_reference.py), with this file's ε, c and the defaults β1 = 0.75, β2 = 1, m = 2, τ+ = 1, τ- = 1.05."""
+    return reference.pi_weight(LOSS_OF[method], r, a, eps_low=EPS_LOW, eps_high=EPS_HIGH, clip_ratio_c=C, n=n)
 
 
 def batch(regions):
@@ -129,10 +102,6 @@ for key, (method, loss, agg, lp, old, adv, mask) in cases.items():
     out[key] = {k: metrics[k] for k in probe.STUDY_PI_WEIGHT_KEYS}
 print(json.dumps(out))
 ''' % (EPS_LOW, EPS_HIGH, C)
-
-LOSS_OF = {"grpo": "vanilla", "cispo": "cispo", "sapo": "sapo", "dgpo": "dgpo", "gppo": "gppo", "ce_gppo": "ce_gppo",
-           "aspo": "aspo"}
-
 
 def run_probe(cases):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, EXPERIMENT, os.environ.get("PYTHONPATH", "")]))

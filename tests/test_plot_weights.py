@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import warm_python  # tests/warm_python.py
-from baseline_weight_table import table_weight
+from verl_dgpo import reference
 
 ROOT = Path(__file__).resolve().parents[1]
 EPS_LOW, EPS_HIGH, C, BETA1, BETA2 = 0.2, 0.28, 3.0, 0.6, 1.1
@@ -56,11 +56,11 @@ LOSS_MODE = {"grpo": "vanilla", "cispo": "cispo", "gppo": "gppo", "ce_gppo": "ce
 
 def expected(row) -> float:
     method, r, a = row["method"], float(row["r"]), float(row["advantage"])
-    params = dict(eps_low=EPS_LOW, eps_high=EPS_HIGH, c=C, beta1=BETA1, beta2=BETA2)
+    params = dict(eps_low=EPS_LOW, eps_high=EPS_HIGH, clip_ratio_c=C, beta1=BETA1, beta2=BETA2)
     if method.startswith("dgpo_n"):
         n, m = DGPO_SETTINGS[["dgpo_n1_m2", "dgpo_n2_m3"].index(method)]
-        return table_weight("dgpo", r, a, n=n, m=m, **params)
-    return table_weight(LOSS_MODE[method], r, a, **params)
+        return reference.weight("dgpo", r, a, n=n, m=m, **params)
+    return reference.weight(LOSS_MODE[method], r, a, **params)
 
 
 @pytest.mark.parametrize("r_target", [0.1, 0.3, 0.5, 1.0, 1.2, 2.0, 4.0, 4.9])

@@ -11,6 +11,7 @@ pytest.importorskip("trl")
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 from trl_tiny import digit_reward, prompts, tiny_policy  # noqa: E402
 
+from verl_dgpo import reference  # noqa: E402
 from verl_dgpo.trl import DGPOConfig, DGPOTrainer  # noqa: E402
 
 
@@ -71,26 +72,10 @@ RATIOS = [
 
 
 def closed_form_weight(method, r, a):
-    """w in dL/dlog π = -A·w per token, written from the papers' definitions (not from the package)."""
-    low, high = r < 1 - EPS_LOW, r > 1 + EPS_HIGH
-    if method == "dgpo":
-        if a < 0 and low:
-            return r ** (N + 1) / (1 - EPS_LOW) ** N
-        if a > 0 and high:
-            return (1 + EPS_HIGH) ** (1 / M) * r ** (1 - 1 / M)
-        return r
-    if method in ("gppo", "ce_gppo"):
-        b1, b2 = (1.0, 1.0) if method == "gppo" else (BETA1, BETA2)
-        if a < 0 and low:
-            return b1 * (1 - EPS_LOW)
-        if a > 0 and high:
-            return b2 * (1 + EPS_HIGH)
-        return 0.0 if (a < 0 and r > C) else r
-    if method == "aspo":
-        if a > 0:
-            return 0.0 if high else min(1 / r, C)
-        return 0.0 if low else min(r, C)
-    raise AssertionError(method)
+    """w in dL/dlog π = -A·w per token: verl_dgpo/reference.py, written from the papers' definitions apart
+    from the maths (checked by hand in tests/test_reference.py)."""
+    params = dict(eps_low=EPS_LOW, eps_high=EPS_HIGH, n=N, m=M, clip_ratio_c=C, beta1=BETA1, beta2=BETA2)
+    return reference.weight(method, r, a, **params)
 
 
 @pytest.mark.parametrize("method", ["dgpo", "gppo", "ce_gppo", "aspo"])

@@ -6,7 +6,7 @@ line, so each contract is exercised on the verl that is installed:
 
 * ``policy loss <name>`` — every loss we register, fetched through verl's ``get_policy_loss_fn`` and called
   with the actor config verl builds from its own ``ppo_trainer.yaml`` (our ``DGPOPolicyLossConfig`` as its
-  ``policy_loss``); the gradient in ``log_prob`` must equal the closed form written below (per-region
+  ``policy_loss``); the gradient in ``log_prob`` must equal the closed form of :mod:`verl_dgpo.reference` (per-region
   weights, token-mean), and masked tokens must get none;
 * ``actor call site <name>`` — the same through the code that calls losses in training: the engine
   workers' ``verl/workers/utils/losses.py::ppo_loss`` (0.8.0 on) or 0.7.1's
@@ -43,6 +43,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
+from verl_dgpo import reference
+
 HOLDS, BROKEN, NOT_APPLICABLE = "holds", "broken", "n/a"
 
 #: First release that offers the CPU preset (below it the patch targets do not exist: reported, not failed).
@@ -70,34 +72,10 @@ def _require(condition: bool, message: str) -> None:
         raise ContractBroken(message)
 
 
-# --- closed forms (written from the papers' definitions, independently of verl_dgpo.maths.losses) --------------
-
-
 def closed_form_weight(method: str, r: float, a: float, p: dict = PARAMS) -> float:
-    """The weight w in ``∂loss/∂log π = -A · w`` of one token, per method and region (by hand)."""
-    el, eh, c = p["eps_low"], p["eps_high"], p["clip_ratio_c"]
-    ln = a < 0 and r < 1 - el  # low ratio, negative advantage
-    hp = a > 0 and r > 1 + eh  # high ratio, positive advantage
-    if method == "dgpo":
-        if ln:
-            return r ** (p["n"] + 1) / (1 - el) ** p["n"]
-        if hp:
-            return (1 + eh) ** (1 / p["m"]) * r ** (1 - 1 / p["m"])
-        return r
-    if method in ("gppo", "ce_gppo"):
-        beta1, beta2 = (p["beta1"], p["beta2"]) if method == "ce_gppo" else (1.0, 1.0)
-        if ln:
-            return beta1 * (1 - el)
-        if hp:
-            return beta2 * (1 + eh)
-        return 0.0 if (a < 0 and r > c) else r  # dual clip
-    if method == "aspo":
-        if a > 0:
-            return 0.0 if hp else min(1 / r, c)
-        if ln:
-            return 0.0
-        return min(r, c)  # soft dual clip: the weight stays c beyond c
-    raise KeyError(method)
+    """The weight w in ``∂loss/∂log π = -A · w`` of one token: :func:`verl_dgpo.reference.weight`, the closed
+    forms written from the papers' definitions, independently of :mod:`verl_dgpo.maths`."""
+    return reference.weight(method, r, a, **p)
 
 
 #: Per-token log-ratios and advantages of the check batch: every region of every method (LN, HP, LP, HN,
