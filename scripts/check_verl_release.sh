@@ -5,10 +5,12 @@
 #                                                         # a wheel checked as a release (verl's main branch)
 # 1. installs that release first, as its user would have it, then `pip install -e .`, and fails unless
 #    verl is still that release afterwards;
-# 2. runs `verl-dgpo-check` (every contract, real calls: verl_dgpo/verl_glue/contracts.py) and fails unless it exits 0;
-# 3. runs the release-portable tests (tests/release: registration by the release's own mechanism, the
-#    loss through its actor call site against the closed form, the estimator, `--cfg job` and, on an
-#    untested verl, the entry point's one note, the version gate) and the recipe dry-runs (tests/test_recipes.py);
+# 2. runs `verl-dgpo-check` (every contract, real calls: verl_dgpo/verl_glue/contracts.py: the losses through
+#    verl's registry and its actor call sites against verl_dgpo/reference.py's closed forms, the estimator,
+#    the Pass@k hooks, the CPU preset's targets, registration in a fresh process) and fails unless it exits 0;
+# 3. runs what the check does not cover: tests/release (whether the release is a tested one, what
+#    check_installed answers per mechanism, `--cfg job` and, on an untested verl, the entry point's one note,
+#    the version gate's one-line refusals) and the recipe dry-runs (tests/test_recipes.py);
 # 4. for a registry release: swaps in verl 0.6.1 (older than the oldest tested) and fails unless
 #    `python -m verl_dgpo.main` refuses it with one line and exit status 2, then restores the release;
 # 5. where the CPU preset's patch targets are found unchanged (verl_dgpo.local.patches.check_patch_targets),

@@ -66,6 +66,19 @@ def test_a_ppo_loss_with_another_signature_breaks_the_call_site_contract(monkeyp
     assert "policy loss dgpo" in out and out.splitlines()[-1].startswith(f"verl {version.installed_verl_version()}: ")
 
 
+def test_a_call_site_that_drops_the_losss_metrics_is_caught(monkeypatch, in_process_only):
+    """verl's ppo_loss passing on no metrics of ours: every call-site row is broken, naming the metric."""
+    import verl.workers.utils.losses as losses
+
+    real = losses.ppo_loss
+    monkeypatch.setattr(losses, "ppo_loss", lambda *args, **kwargs: (real(*args, **kwargs)[0], {}))
+    names = rows_by_name(contracts.run_checks())
+    for loss in verl_dgpo.registry.REGISTERED_POLICY_LOSSES:
+        row = names[f"actor call site ppo_loss ({loss})"]
+        assert row.status == contracts.BROKEN and f"actor/{loss}_ln_frac" in row.detail
+        assert names[f"policy loss {loss}"].status == contracts.HOLDS
+
+
 def test_a_host_that_mis_calls_our_loss_is_caught(monkeypatch, in_process_only):
     """verl handing our loss another aggregation than the configured token-mean (the sequences have unequal
     lengths, so every gradient changes): every loss row is broken, naming the closed form it missed."""

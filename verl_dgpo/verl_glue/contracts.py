@@ -231,7 +231,7 @@ def check_engine_ppo_loss(name: str, config) -> str:
     data, flat, positions = engine_batch(3, mask, old, lr, adv)
     out = ppo_loss(config, {"log_probs": flat}, data)
     _require(isinstance(out, tuple) and len(out) == 2, f"ppo_loss returns {type(out).__name__}, not (loss, metrics)")
-    loss, _ = out
+    loss, metrics = out
     loss.backward()
     _require(flat.grad is not None, "ppo_loss: no gradient reached the log-probs")
     got = torch.zeros_like(lr)
@@ -242,6 +242,7 @@ def check_engine_ppo_loss(name: str, config) -> str:
     inside = {p for row in positions for p in row}
     stray = [p for p in range(flat.numel()) if p not in inside and flat.grad[p].item() != 0.0]
     _require(not stray, f"ppo_loss ({name}): gradient on {len(stray)} prompt/padding positions")
+    _require(f"actor/{name}_ln_frac" in metrics, f"ppo_loss ({name}): the loss's metrics (actor/{name}_ln_frac) are dropped")
     return "verl.workers.utils.losses.ppo_loss"
 
 
@@ -262,7 +263,8 @@ def _single_process_group():
 
 
 def check_legacy_actor(name: str, config) -> str:
-    """verl 0.7.1's ``DataParallelPPOActor.update_policy`` (its loss call, scaling and step), two mini-batches.
+    """verl 0.7.1's ``DataParallelPPOActor.update_policy`` (its loss call, scaling and step), one mini-batch per
+    sequence: the gradient of each against the closed form, the step taken, the loss's metrics passed on.
 
     ``config`` has mini-batches of one sequence. The model is one parameter holding the per-token log-probs
     (row i of the batch reads row i of it); each step moves only the rows already trained, so every later
@@ -297,7 +299,10 @@ def check_legacy_actor(name: str, config) -> str:
             },
             meta_info={"temperature": 1.0},
         )
-        actor.update_policy(data)
+        before = holder.log_prob.detach().clone()
+        metrics = actor.update_policy(data)
+    _require(not torch.equal(holder.log_prob.detach(), before), "update_policy took no optimizer step")
+    _require(f"actor/{name}_ln_frac" in metrics, f"update_policy ({name}): the loss's metrics (actor/{name}_ln_frac) are dropped")
     batches = [[i] for i in range(bsz)]
     _require(len(grads) == len(batches), f"update_policy ran {len(grads)} backward passes, expected {len(batches)}")
     for grad, rows in zip(grads, batches):
