@@ -9,6 +9,7 @@ end-to-end test at the bottom runs them for real.
 
 import math
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -19,7 +20,6 @@ import verl_dgpo.registry  # noqa: F401
 from verl_dgpo import main as entry, version
 from verl_dgpo.verl_glue import contracts
 
-import warm_python  # tests/warm_python.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,7 +183,7 @@ runpy.run_module("verl_dgpo.main", run_name="__main__")
 def test_entry_point_refuses_a_newer_verl_whose_registry_drops_our_entry_in_one_line_before_ray():
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = warm_python.run(
+    proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(DROPPING_REGISTRY)],
         capture_output=True, text=True, env=env, timeout=300, cwd="/",
     )  # fmt: skip

@@ -2,6 +2,7 @@
 
 import math
 import os
+import subprocess
 import sys
 import textwrap
 
@@ -16,7 +17,6 @@ from verl_dgpo.verl_glue import registration
 
 from verl_dgpo.verl_glue.contracts import engine_batch
 
-import warm_python  # tests/warm_python.py
 
 VERL_CONFIG_DIR = os.path.join(os.path.dirname(core_algos.__file__), "..", "config")
 
@@ -29,7 +29,7 @@ def clean_env():
 
 
 def run_python(code, env=None):
-    return warm_python.run(
+    return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env or clean_env(), timeout=300
     )
 

@@ -22,7 +22,6 @@ import pytest
 import torch
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
-import warm_python  # tests/warm_python.py
 from v0_reference import STEPS
 
 #: The learning claim: mean reward over the first 3 steps at most this, over the last 3 at least LEARNED.
@@ -183,7 +182,7 @@ def test_default_run_learns_the_task(learning, method, seed):
 def run_failing(tmp_path, *overrides):
     env = launches.user_env()
     cmd = [sys.executable, "-m", "verl_dgpo.main", "--config-name", "local_cpu", f"local_cpu.output_dir={tmp_path}/run"]
-    return warm_python.run(cmd + list(overrides), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd + list(overrides), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize(

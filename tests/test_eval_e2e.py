@@ -17,7 +17,6 @@ import pytest
 from verl_dgpo.data.prepare import convert
 from verl_dgpo.data.sources import BENCHMARKS
 
-import warm_python  # tests/warm_python.py
 
 K = 4
 PROBLEMS = 12
@@ -52,7 +51,7 @@ def lines(path):
 
 def test_killed_evaluation_resumes_to_the_uninterrupted_result(setup):
     tmp, model, data = setup
-    ref = warm_python.run(command(model, data, tmp / "ref"), env=env(), capture_output=True, text=True, timeout=600)
+    ref = subprocess.run(command(model, data, tmp / "ref"), env=env(), capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr[-2000:]
     summary = json.load(open(tmp / "ref" / "summary.json"))
     assert summary["complete"] and summary["backend"] == "hf" and summary["k"] == K
@@ -86,7 +85,7 @@ def test_killed_evaluation_resumes_to_the_uninterrupted_result(setup):
     with open(samples, "a") as f:
         f.write(f'{{"problem": {PROBLEMS - 1}, "sam')  # a line cut by the kill
 
-    again = warm_python.run(command(model, data, tmp / "cut"), env=env(), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command(model, data, tmp / "cut"), env=env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{finished} already done" in again.stdout
     resumed = json.load(open(tmp / "cut" / "summary.json"))
@@ -99,7 +98,7 @@ def test_killed_evaluation_resumes_to_the_uninterrupted_result(setup):
 
 def test_bad_input_is_a_clear_error(setup, tmp_path):
     _, model, _ = setup
-    bad = warm_python.run(command(model, str(tmp_path / "missing.parquet"), tmp_path / "o"), env=env(), capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(command(model, str(tmp_path / "missing.parquet"), tmp_path / "o"), env=env(), capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
     neg = subprocess.run(command(model, "x.parquet", tmp_path / "o")[:-1] + ["--top-p", "0", "--no-progress"], env=env(),
                          capture_output=True, text=True, timeout=300)

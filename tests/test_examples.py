@@ -8,7 +8,6 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-import warm_python  # tests/warm_python.py
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +20,7 @@ def test_prepare_gsm8k_writes_parquet_that_verls_dataset_loads(tmp_path):
     from verl_dgpo.local.assets import make_tokenizer
 
     fixture = ROOT / "tests" / "fixtures" / "gsm8k_sample.jsonl"
-    proc = warm_python.run(
+    proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "prepare_gsm8k.py"), "--source", str(fixture), "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )

@@ -6,12 +6,12 @@ registered platform into another.
 
 import json
 import os
+import subprocess
 import sys
 import textwrap
 
 import pytest
 
-import warm_python  # tests/warm_python.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +21,7 @@ def run_python(code: str, extra_env: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM")}
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra_env or {})
-    proc = warm_python.run(
+    proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

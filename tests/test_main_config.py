@@ -3,7 +3,6 @@
 import math
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,12 +13,13 @@ from verl import DataProto
 from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 from verl.utils.config import omega_conf_to_dataclass
 
+import fresh_interpreter  # tests/fresh_interpreter.py
 import verl_dgpo
+from fresh_interpreter import run_claims
 from verl_dgpo import main as entry
 from verl_dgpo.config import DGPOPolicyLossConfig
 from verl_dgpo.verl_glue.methods import UnknownMethodError, valid_methods
 
-import warm_python  # tests/warm_python.py
 
 CONFIG_DIR = os.path.join(os.path.dirname(verl_dgpo.__file__), "config")
 MICRO = "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"
@@ -79,38 +79,39 @@ def test_estimator_typos_point_at_dgpo(override, fragment):
         entry.prepare(compose_dgpo(override))
 
 
-def run_entry(*args, module="verl_dgpo.main"):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
-    return warm_python.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=300, cwd="/"
-    )
+#: The entry points' runs that import verl, in ONE fresh interpreter (tests/fresh_interpreter.py), in this order:
+#: verl's own entry point first (its plugin loading is the claim, before anything of ours is imported), then ours.
+ENTRY_RUNS = [
+    ["verl main_ppo cfg job", "verl.trainer.main_ppo", ["--cfg", "job", "actor_rollout_ref.actor.policy_loss.loss_mode=dgpo"]],
+    ["dgp0", "verl_dgpo.main", ["algorithm.policy_loss=dgp0", MICRO]],  # looked up in verl's registry: after its import
+    ["cfg job grpo", "verl_dgpo.main", ["--cfg", "job", "--resolve", "algorithm.policy_loss=grpo", "algorithm.dgpo.m=3"]],
+]  # the keys checked before verl is imported: tests/test_without_verl.py
 
 
-@pytest.mark.parametrize(
-    "override,fragment",
-    [
-        ("algorithm.policy_loss=dgp0", "Did you mean 'dgpo'"),  # looked up in verl's registry: after its import
-    ],  # the keys checked before verl is imported: test_bad_keys_are_refused_before_verl_is_imported
-)
-def test_entry_point_fails_cleanly_before_ray_starts(override, fragment):
-    proc = run_entry(override, MICRO)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "verl-dgpo: error: " in proc.stderr and fragment in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert "ray init kwargs" not in proc.stdout + proc.stderr  # verl's run_ppo was never reached
+@pytest.fixture(scope="module")
+def entry_runs():
+    return run_claims("entry_runs(json.loads(sys.argv[1]))", argument=ENTRY_RUNS)
 
 
-def test_cfg_job_resolve_prints_the_composed_config():
-    proc = run_entry("--cfg", "job", "--resolve", "algorithm.policy_loss=grpo", "algorithm.dgpo.m=3")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "loss_mode: vanilla" in proc.stdout and "dgpo_m: 3" in proc.stdout
-    assert "_target_: verl_dgpo.config.DGPOPolicyLossConfig" in proc.stdout
+def test_entry_point_fails_cleanly_before_ray_starts(entry_runs):
+    proc = fresh_interpreter.claim(entry_runs, "dgp0")
+    assert proc["status"] == 2, proc["stderr"][-2000:]
+    assert "verl-dgpo: error: " in proc["stderr"] and "Did you mean 'dgpo'" in proc["stderr"]
+    assert "Traceback" not in proc["stderr"]
+    assert "ray init kwargs" not in proc["stdout"] + proc["stderr"]  # verl's run_ppo was never reached
 
 
-def test_plain_verl_entry_point_composes_with_our_loss():
-    proc = run_entry("--cfg", "job", "actor_rollout_ref.actor.policy_loss.loss_mode=dgpo", module="verl.trainer.main_ppo")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "loss_mode: dgpo" in proc.stdout
+def test_cfg_job_resolve_prints_the_composed_config(entry_runs):
+    proc = fresh_interpreter.claim(entry_runs, "cfg job grpo")
+    assert proc["status"] == 0, proc["stderr"][-2000:]
+    assert "loss_mode: vanilla" in proc["stdout"] and "dgpo_m: 3" in proc["stdout"]
+    assert "_target_: verl_dgpo.config.DGPOPolicyLossConfig" in proc["stdout"]
+
+
+def test_plain_verl_entry_point_composes_with_our_loss(entry_runs):
+    proc = fresh_interpreter.claim(entry_runs, "verl main_ppo cfg job")
+    assert proc["status"] == 0, proc["stderr"][-2000:]
+    assert "loss_mode: dgpo" in proc["stdout"]
 
 
 def test_selected_estimator_is_reached_through_verls_registry():
@@ -156,51 +157,6 @@ def test_console_script_runs_the_same_entry():
     proc = subprocess.run([script, "--cfg", "job", "--resolve", "algorithm.policy_loss=cispo"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "loss_mode: cispo" in proc.stdout
-
-
-# --- refusals before `import verl` ------------------------------------------------------------------
-
-#: Runs the entry point as `python -m verl_dgpo.main ARGS` does, then says whether verl was imported.
-WITHOUT_VERL_PROBE = """
-import runpy, sys
-sys.argv = ["verl_dgpo.main", *sys.argv[1:]]
-try:
-    runpy.run_module("verl_dgpo.main", run_name="__main__", alter_sys=True)
-except SystemExit as exit:
-    print("exit", exit.code, flush=True)
-print("verl imported:", "verl" in sys.modules)
-"""
-
-
-def run_probe(*args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
-    return warm_python.run([sys.executable, "-c", WITHOUT_VERL_PROBE, *args], capture_output=True, text=True, env=env,
-                          timeout=120, cwd="/")  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    "args,line",
-    [
-        (["algorithm.dgpo.n=0", MICRO], "verl-dgpo: error: algorithm.dgpo.n=0 is not allowed"),
-        (["algorithm.ce_gppo.beta1=-1", MICRO], "verl-dgpo: error: algorithm.ce_gppo.beta1=-1 is not allowed"),
-        (["actor_rollout_ref.actor.clip_ratio_low=1.5", MICRO],
-         "verl-dgpo: error: actor_rollout_ref.actor.clip_ratio_low=1.5 is not allowed"),
-        (["--config-name", "local_cpu", "data.train_batch_size=0", "local_cpu.output_dir=/nonexistent/never-written"],
-         "verl-dgpo: error: data.train_batch_size=0 is not allowed"),
-        (["watchdog.timeout_s=-1", MICRO], "verl-dgpo: error: watchdog.timeout_s=-1 is not allowed"),
-        (["--config-name", "local_cpu", "watchdog.startup_timeout_s=soon", "local_cpu.output_dir=/nonexistent/never-written"],
-         "verl-dgpo: error: watchdog.startup_timeout_s='soon' is not allowed"),
-    ],
-)  # fmt: skip
-def test_bad_keys_are_refused_before_verl_is_imported(args, line):
-    proc = run_probe(*args)
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(line), proc.stderr[-2000:]
-    assert "exit 2\nverl imported: False" in proc.stdout, proc.stdout[-2000:]
-
-
-def test_printing_the_resolved_config_imports_no_verl():
-    proc = run_probe("--cfg", "job", "--resolve", "algorithm.policy_loss=gppo")
-    assert "loss_mode: gppo" in proc.stdout and "verl imported: False" in proc.stdout, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("method", ["dgpo", "grpo", "cispo", "gppo", "ce_gppo", "aspo"])

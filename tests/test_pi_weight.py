@@ -10,12 +10,12 @@ a swapped bound shows), dual clip c = 3, CE-GPPO β1 = 0.75, β2 = 1, DGPO n = 1
 import json
 import math
 import os
+import subprocess
 import sys
 
 import pytest
 import torch
 
-import warm_python  # tests/warm_python.py
 from verl_dgpo import reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +107,7 @@ def run_probe(cases):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, EXPERIMENT, os.environ.get("PYTHONPATH", "")]))
     env.pop("VERL_USE_EXTERNAL_MODULES", None)
     env.pop("METHOD_COMPARISON_UPDATES_PER_STEP", None)
-    proc = warm_python.run([sys.executable, "-c", PROBE, json.dumps(cases)], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(cases)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

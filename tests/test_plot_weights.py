@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import warm_python  # tests/warm_python.py
 from verl_dgpo import reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def outputs(tmp_path_factory):
             "--beta1", str(BETA1), "--beta2", str(BETA2), "--r-min", "0.05", "--r-max", "5"]  # fmt: skip
     for n, m in DGPO_SETTINGS:
         args += ["--dgpo", f"{n:g},{m:g}"]
-    done = warm_python.run(args, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out / "weights.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -92,7 +92,7 @@ def test_rerun_with_readme_arguments_leaves_the_committed_csv_byte_identical(tmp
     the same bytes on a rerun (no version or date stamp)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     for out in ("a", "b"):
-        done = warm_python.run([sys.executable, str(ROOT / "scripts" / "plot_weights.py"), "--out-dir", str(tmp_path / out)],
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_weights.py"), "--out-dir", str(tmp_path / out)],
                               env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "a" / "weights.csv").read_bytes() == (ROOT / "figures" / "weights.csv").read_bytes()

@@ -1,6 +1,7 @@
 """Without network, prepare_data.py ends in one line naming the source and the way out, no traceback."""
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -8,14 +9,13 @@ import pytest
 
 from verl_dgpo.data import prepare
 
-import warm_python  # tests/warm_python.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_unreachable_hub_source_is_one_line_with_the_way_out(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": REPO}
-    out = warm_python.run(
+    out = subprocess.run(
         [sys.executable, os.path.join(REPO, "scripts", "prepare_data.py"), "--out", str(tmp_path / "data"), "--only", "aime24"],
         capture_output=True, text=True, timeout=120, env=env,
     )

@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -10,7 +11,6 @@ from omegaconf import OmegaConf
 
 import verl_dgpo
 import verl_dgpo.main  # noqa: F401  (registers the dgpo_loss_mode resolver)
-import warm_python  # tests/warm_python.py
 from test_checkpoints import cut, write_step
 from verl_dgpo.startup import run_identity
 from verl_dgpo.startup.run_identity import RunIdentityError, guard
@@ -144,7 +144,7 @@ def test_the_entry_point_refuses_a_mismatched_resume_before_ray_with_exit_2(tmp_
     cfg, _, _ = start(tmp_path)
     write_step(cfg.trainer.default_local_dir, 10)
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = warm_python.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "verl_dgpo.main", "--config-name", "local_cpu", f"local_cpu.output_dir={tmp_path}",
          "trainer.resume_mode=auto", "algorithm.dgpo.n=2", "trainer.total_training_steps=40"],
         capture_output=True, text=True, timeout=300, env=env,

@@ -17,7 +17,6 @@ import time
 
 import pytest
 
-import warm_python  # tests/warm_python.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = os.path.join("experiments", "method_comparison")
@@ -49,7 +48,7 @@ def test_report_only_reproduces_committed_report(tmp_path, study):
         os.remove(copy / name)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     started = time.time()
-    proc = warm_python.run([sys.executable, os.path.join(str(tmp_path), EXPERIMENT, "run.py"), "--out", study,
+    proc = subprocess.run([sys.executable, os.path.join(str(tmp_path), EXPERIMENT, "run.py"), "--out", study,
                            "--report-only"], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
     elapsed = time.time() - started
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -60,7 +59,7 @@ def test_report_only_reproduces_committed_report(tmp_path, study):
 
 
 def test_report_only_refuses_a_folder_without_study_record(tmp_path):
-    proc = warm_python.run([sys.executable, os.path.join(ROOT, EXPERIMENT, "run.py"), "--out", str(tmp_path),
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, EXPERIMENT, "run.py"), "--out", str(tmp_path),
                            "--report-only"], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 2 and "study.json" in proc.stderr

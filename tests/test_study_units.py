@@ -15,7 +15,6 @@ import sys
 import pytest
 import torch
 
-import warm_python  # tests/warm_python.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = os.path.join(ROOT, "experiments", "method_comparison")
@@ -306,7 +305,7 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, EXPERIMENT, os.environ.get("PYTHONPATH", "")]))
     full_env.pop("VERL_USE_EXTERNAL_MODULES", None)
     full_env.update(env)
-    return warm_python.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300)
 
 
 def test_package_source_never_names_the_experiment():

@@ -1,11 +1,11 @@
 """make_tables on synthetic summaries prints our figures, the paper's and their difference in the right cells."""
 
 import os
+import subprocess
 import sys
 
 import pytest
 
-import warm_python  # tests/warm_python.py
 from shared_checkout import shared_path
 from verl_dgpo.eval.tables import BENCHMARKS, PAPER_CSV, build_table, load_paper, markdown
 
@@ -40,7 +40,7 @@ def files(tmp_path):
 
 
 def run_script(*args):
-    return warm_python.run([sys.executable, os.path.join(ROOT, "scripts", "make_tables.py"), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_tables.py"), *args], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")), timeout=300)
 
 

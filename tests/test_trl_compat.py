@@ -1,6 +1,7 @@
 """verl's trainer next to a TRL it cannot import: the file-based check, its agreement with a real import,
 and the entry point's one line (exit 2, before Ray)."""
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,7 +9,6 @@ import pytest
 
 from verl_dgpo.startup.trl_compat import TRLIncompatibleError, check_verl_can_import_trl, provides
 
-import warm_python  # tests/warm_python.py
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_file_check_agrees_with_verls_own_import_of_the_installed_trl():
         "except ImportError:\n"
         " try:\n  from trl import AutoModelForCausalLMWithValueHead\n except ImportError:\n  raise SystemExit(3)\n"
     )
-    imports = warm_python.run([sys.executable, "-c", probe], capture_output=True, timeout=300).returncode == 0
+    imports = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=300).returncode == 0
     import importlib.util
 
     package = Path(next(iter(importlib.util.find_spec("trl").submodule_search_locations)))
@@ -82,7 +82,7 @@ def test_file_check_agrees_with_verls_own_import_of_the_installed_trl():
 def test_entry_point_refuses_before_ray_with_one_line(tmp_path):
     fake_trl(tmp_path, "1.16.0", {"experimental/__init__.py": ""})
     env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{REPO}"}
-    done = warm_python.run(
+    done = subprocess.run(
         [sys.executable, "-m", "verl_dgpo.main", "--config-name", "local_cpu"],
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )  # fmt: skip

@@ -13,6 +13,7 @@ untested verl, its one-line refusals before Ray).
 """
 
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -23,7 +24,6 @@ import yaml
 import verl_dgpo
 from verl_dgpo.version import SUPPORTED_VERL, has_entry_points, installed_verl_version, is_tested, untested_note
 
-import warm_python  # tests/warm_python.py
 
 ROOT = Path(__file__).resolve().parents[2]
 VERL = installed_verl_version()
@@ -37,7 +37,7 @@ def clean_env(**extra):
 
 
 def run_python(code, **env):
-    return warm_python.run(
+    return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True, text=True, env=clean_env(**env), timeout=300, cwd="/",
     )  # fmt: skip
