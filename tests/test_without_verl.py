@@ -1,5 +1,7 @@
-"""What runs without importing verl, in ONE fresh interpreter: verl's files found without its import, our TRL
-host, and the entry point's refusals of bad keys and its ``--cfg job`` print.
+"""What runs without importing verl, in ONE fresh interpreter, in this order: the host-free maths (torch and
+nothing of verl, Ray, TRL, hydra, omegaconf, transformers), verl's files found without its import, our TRL
+host, the entry point's refusals of bad keys and its ``--cfg job`` print, and last the config folder, which
+imports verl only when its class is asked for.
 
 Each of these claims is about a first import: "after X, ``verl`` is not in ``sys.modules``". They share one
 plain interpreter (tests/fresh_interpreter.py), run one after another, because every claim leaves the
@@ -21,6 +23,17 @@ from fresh_interpreter import run_claims
 MICRO = "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"
 
 PROBE = r'''
+HOSTS = ("verl", "ray", "trl", "hydra", "omegaconf", "transformers")
+for module in json.loads(sys.argv[1])["maths"]:
+    @claim(module)
+    def _(module=module):
+        import importlib
+
+        importlib.import_module(module)
+        loaded = {m.split(".")[0] for m in sys.modules}
+        return {"torch": "torch" in loaded, "hosts": sorted(loaded & set(HOSTS))}
+
+
 @claim("verl_files")
 def _():
     from verl_dgpo.verl_glue import verl_files as f
@@ -35,8 +48,28 @@ def _():
     return {"loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("verl", "ray"))}
 
 
-entry_runs(json.loads(sys.argv[1]))
+entry_runs(json.loads(sys.argv[1])["entry"])
+
+
+@claim("config folder")
+def _():
+    import verl_dgpo.config as c
+
+    before = "verl" in sys.modules
+    c.DGPOPolicyLossConfig
+    return {"before": before, "after": "verl" in sys.modules}
 '''
+
+#: The maths modules (docs/architecture.md's maths part): one maths serves every host (verl's registry, TRL's
+#: trainer); a host import sneaking into it would make the TRL glue drag verl in, and would break the loss
+#: benchmark's maths backend that runs where only torch is installed.
+PURE_MODULES = [
+    "verl_dgpo.maths.losses",
+    "verl_dgpo.maths.baseline_losses",
+    "verl_dgpo.maths.advantages",
+    "verl_dgpo.maths.loss_metrics",
+    "verl_dgpo.maths.hyperparameters",
+]
 
 #: claim -> the entry point's arguments; the refusals' expected first words, and the --cfg job print.
 REFUSALS = {
@@ -60,11 +93,19 @@ def probe(tmp_path_factory):
     out = tmp_path_factory.mktemp("local-cpu-output")
     runs = [[name, "verl_dgpo.main", [a.format(out=out) for a in args]] for name, (args, _) in REFUSALS.items()]
     runs.append(["cfg job", "verl_dgpo.main", CFG_JOB])
-    return run_claims(PROBE, argument=runs), out
+    return run_claims(PROBE, argument={"maths": PURE_MODULES, "entry": runs}), out
 
 
 def claim(probe, name):
     return fresh_interpreter.claim(probe[0], name)
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_maths_module_imports_no_host(probe, module):
+    """(was tests/test_host_free_maths.py, one interpreter per module)"""
+    result = claim(probe, module)
+    assert result["torch"] or module == "verl_dgpo.maths.hyperparameters"
+    assert result["hosts"] == [], f"{module} imports {result['hosts']}"
 
 
 def test_lookup_runs_no_verl_code(probe):
@@ -103,3 +144,9 @@ def test_printing_the_resolved_config_imports_no_verl(probe):
     result = claim(probe, "cfg job")
     assert result["status"] == 0 and "loss_mode: gppo" in result["stdout"], result["stderr"][-2000:]
     assert result["verl imported"] is False, "--cfg job imported verl"
+
+
+def test_the_config_folder_imports_no_verl_until_the_class_is_asked_for(probe):
+    """(was tests/test_user_paths.py) last in the interpreter: asking for the class imports verl."""
+    result = claim(probe, "config folder")
+    assert (result["before"], result["after"]) == (False, True)
