@@ -1,5 +1,6 @@
 """Driver side of the local preset: config composition, refusals with clear messages, assets, Ray start-up."""
 
+import copy
 import os
 import time
 
@@ -74,9 +75,15 @@ def test_unsupported_settings_are_refused_naming_the_key(override, key):
         launch.check_supported(cfg)
 
 
-def test_v1_trainer_is_accepted_with_transfer_queue_sized_for_one_machine():
+@pytest.fixture(scope="module")
+def local_v1_config():
+    """local_cpu with the v1 trainer, composed once; a test that changes it takes a copy."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(config_name="local_cpu", overrides=["trainer.use_v1=true"])
+        return compose(config_name="local_cpu", overrides=["trainer.use_v1=true"])
+
+
+def test_v1_trainer_is_accepted_with_transfer_queue_sized_for_one_machine(local_v1_config):
+    cfg = copy.deepcopy(local_v1_config)
     launch.check_supported(cfg)
     assert cfg.transfer_queue.backend.SimpleStorage.num_data_storage_units == 1
     assert launch.choose_trainer(cfg) == "v1"
@@ -110,13 +117,17 @@ def test_v0_trainer_is_found_where_this_verl_ships_it():
         (["actor_rollout_ref.rollout.full_determinism=false"], False),  # random ids
     ],
 )
-def test_the_server_is_told_whether_verls_request_ids_name_one_sample_each(overrides, unique):
+def test_the_server_is_told_whether_verls_request_ids_name_one_sample_each(overrides, unique, request):
     from verl.utils.config import omega_conf_to_dataclass
 
     from verl_dgpo.local.hf_rollout import hf_option
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(config_name="local_cpu", overrides=overrides)
+    shared = {(): "local_config", ("trainer.use_v1=true",): "local_v1_config"}.get(tuple(overrides))
+    if shared:  # composed once in this module; apply_rollout_options changes the config, so a copy
+        cfg = copy.deepcopy(request.getfixturevalue(shared))
+    else:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+            cfg = compose(config_name="local_cpu", overrides=overrides)
     launch.apply_rollout_options(cfg)
     assert hf_option(omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout), "unique_request_ids", None) is unique
 

@@ -38,8 +38,14 @@ def test_policy_loss_flag_reaches_the_actor_config_verl_builds():
     assert (actor.policy_loss.dgpo_n, actor.policy_loss.dgpo_m) == (2.0, 2.0)
 
 
-def test_defaults_are_the_papers():
-    config = entry.prepare(compose_dgpo("trainer.use_v1=false"))
+@pytest.fixture(scope="module")
+def v0_config():
+    """dgpo_trainer on the v0 trainer, composed and prepared once: the tests using it only read it."""
+    return entry.prepare(compose_dgpo("trainer.use_v1=false"))
+
+
+def test_defaults_are_the_papers(v0_config):
+    config = v0_config
     assert config.algorithm.policy_loss == "dgpo" and config.algorithm.adv_estimator == "dgpo"
     actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
     assert (actor.policy_loss.dgpo_n, actor.policy_loss.dgpo_m) == (1.0, 2.0)
@@ -114,8 +120,8 @@ def test_plain_verl_entry_point_composes_with_our_loss(entry_runs):
     assert "loss_mode: dgpo" in proc["stdout"]
 
 
-def test_selected_estimator_is_reached_through_verls_registry():
-    config = entry.prepare(compose_dgpo("trainer.use_v1=false"))
+def test_selected_estimator_is_reached_through_verls_registry(v0_config):
+    config = v0_config
     assert config.algorithm.adv_estimator == "dgpo"
     assert get_adv_estimator_fn(config.algorithm.adv_estimator).__module__ == "verl_dgpo.verl_glue.registration"
 

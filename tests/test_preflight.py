@@ -4,6 +4,7 @@ Everything here composes configs in-process and reads hand-made tiny parquet fil
 cases run the entry point and a recipe as subprocesses that must stop before Ray.
 """
 
+import functools
 import os
 import subprocess
 import time
@@ -164,7 +165,9 @@ def test_local_preset_defaults_pass_every_check():
 # --- 2. resources ----------------------------------------------------------------------------------
 
 
+@functools.cache
 def gpu_config(nodes=1, per_node=8):
+    """Composed once per (nodes, per_node) in this module: check_gpus only reads the config."""
     return composed(f"trainer.nnodes={nodes}", f"trainer.n_gpus_per_node={per_node}", MICRO)
 
 
@@ -295,7 +298,9 @@ def test_unset_train_files_outside_the_local_preset():
 # --- 4. inputs: model ------------------------------------------------------------------------------
 
 
+@functools.cache
 def model_config(path):
+    """Composed once per path in this module: check_model only reads the config."""
     return composed(f"actor_rollout_ref.model.path={path}", MICRO)
 
 
