@@ -74,6 +74,9 @@ setup(
     entry_points={
         # `import verl` imports every module of this group in every process, Ray workers included.
         "verl.plugins": ["dgpo = verl_dgpo.registry"],
+        # vLLM loads this group in each of its processes; ours does nothing unless the CPU preset asked for it
+        # (VERL_DGPO_VLLM_CPU=1, set for its own runs) and vLLM runs on CPU (verl_dgpo/local/vllm_cpu.py).
+        "vllm.general_plugins": ["verl_dgpo_cpu = verl_dgpo.local.vllm_cpu:register"],
         "console_scripts": ["verl-dgpo-train = verl_dgpo.main:main", "verl-dgpo-check = verl_dgpo.check:main"],
     },
 )

@@ -32,7 +32,8 @@ def register_hf_rollout() -> None:
 
 
 def install() -> list[str]:
-    """Register platform ``cpu`` and rollout ``hf``, apply the CPU patches; return the patch names."""
+    """Register platform ``cpu`` and rollout ``hf``, apply the CPU patches (and, on a run whose rollout is
+    vLLM, the weight-sync timeout of :mod:`verl_dgpo.local.vllm_cpu`); return the patch names."""
     from verl.plugin.platform import platform_manager
 
     from verl_dgpo.local.patches import apply_patches
@@ -44,7 +45,13 @@ def install() -> list[str]:
     if current is not None and current.device_name != PLATFORM_NAME:
         platform_manager.set_platform(platform_cls())  # verl resolved a platform before we registered ours
     register_hf_rollout()
-    return apply_patches()
+    patches = apply_patches()
+    from verl_dgpo.local import vllm_cpu
+
+    if vllm_cpu.enabled():  # the run's rollout is verl's vLLM one (launch.export_environment)
+        vllm_cpu.apply_sender_timeout()
+        patches.append("weight_sync_timeout")
+    return patches
 
 
 PATCHES = install()

@@ -65,11 +65,21 @@ def choose_trainer(config: DictConfig, v0_available: Optional[bool] = None) -> s
     return "v1"
 
 
+#: The rollout engines the CPU preset runs: our Hugging Face server, and verl's own vLLM rollout on a CPU vLLM.
+ROLLOUTS = ("hf", "vllm")
+#: CPU vLLM's attention (CPU_ATTN) runs head sizes 32, 64, 80 and up; the preset's default model has 16.
+VLLM_MIN_HEAD_DIM = 32
+
+
 def check_supported(config: DictConfig) -> None:
     """Reject settings the CPU path cannot run, naming the key and the allowed values."""
     name = config.actor_rollout_ref.rollout.name
-    if name != "hf":
-        raise LocalRunError(f"local_cpu.enabled=true needs actor_rollout_ref.rollout.name=hf, got {name!r}")
+    if name not in ROLLOUTS:
+        raise LocalRunError(
+            f"local_cpu.enabled=true needs actor_rollout_ref.rollout.name to be one of {', '.join(ROLLOUTS)}, got {name!r}"
+        )
+    if name == "vllm":
+        check_vllm_supported(config)
     backend = config.actor_rollout_ref.rollout.checkpoint_engine.backend
     if backend != "naive":
         raise LocalRunError(
@@ -80,6 +90,67 @@ def check_supported(config: DictConfig) -> None:
     problems = check_patch_targets()
     if problems:
         raise LocalRunError("the CPU support cannot run on this verl:\n  - " + "\n  - ".join(problems))
+
+
+def check_vllm_supported(config: DictConfig) -> None:
+    """``rollout.name=vllm`` on CPU: a CPU vLLM installed, its patch targets unchanged, a head size it runs."""
+    from verl_dgpo.local import vllm_cpu
+
+    if not vllm_cpu.engine_available():
+        raise LocalRunError(
+            "actor_rollout_ref.rollout.name=vllm on CPU needs a CPU build of vLLM: run `bash scripts/install_vllm_cpu.sh` "
+            "(verl-dgpo's checkout), or use actor_rollout_ref.rollout.name=hf"
+        )
+    problems = vllm_cpu.check_targets()
+    if problems:
+        raise LocalRunError("the CPU vLLM support cannot run on this vLLM/verl: " + "; ".join(problems))
+    head_dim = model_head_dim(config)
+    if head_dim is not None and head_dim < VLLM_MIN_HEAD_DIM:
+        raise LocalRunError(
+            f"actor_rollout_ref.rollout.name=vllm on CPU needs an attention head size of at least {VLLM_MIN_HEAD_DIM} "
+            f"(vLLM's CPU attention); the model's is {head_dim}: use actor_rollout_ref.rollout.name=hf"
+        )
+
+
+def model_head_dim(config: DictConfig):
+    """The attention head size of ``actor_rollout_ref.model.path`` (its config.json), or None when unknown."""
+    path = config.actor_rollout_ref.model.get("path")
+    if not path or not os.path.isfile(os.path.join(path, "config.json")):
+        return None
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    if cfg.get("head_dim"):
+        return int(cfg["head_dim"])
+    if cfg.get("hidden_size") and cfg.get("num_attention_heads"):
+        return int(cfg["hidden_size"]) // int(cfg["num_attention_heads"])
+    return None
+
+
+def prepare_vllm_rollout(config: DictConfig) -> list[str]:
+    """On the vLLM path: what CPU vLLM cannot do turned off, and the generated model given a head size it runs.
+    Returns a line per change, to print."""
+    said = []
+    with open_dict(config):
+        rollout = config.actor_rollout_ref.rollout
+        # "Sleep mode is not supported on current platform" (vLLM on CPU; verl's default is on)
+        if rollout.get("enable_sleep_mode", True):
+            rollout.enable_sleep_mode = False
+            said.append("actor_rollout_ref.rollout.enable_sleep_mode=false (vLLM has no sleep mode on CPU)")
+        # full_determinism turns on vLLM's batch-invariant Triton kernels, which fail on CPU
+        if rollout.get("full_determinism", False):
+            rollout.full_determinism = False
+            said.append("actor_rollout_ref.rollout.full_determinism=false (vLLM's batch-invariant kernels need a GPU; "
+                        "same seed, different samples on this path)")
+        model = config.local_cpu.get("model", None)
+        if config.actor_rollout_ref.model.path is None and model is not None:
+            hidden, heads = int(model.hidden_size), int(model.num_attention_heads)
+            if hidden // heads < VLLM_MIN_HEAD_DIM:
+                model.num_attention_heads = max(1, hidden // VLLM_MIN_HEAD_DIM)
+                model.num_key_value_heads = 1
+                said.append(f"local_cpu.model.num_attention_heads={model.num_attention_heads} "
+                            f"local_cpu.model.num_key_value_heads=1 (head size {hidden // model.num_attention_heads}; "
+                            f"vLLM's CPU attention needs at least {VLLM_MIN_HEAD_DIM})")
+    return said
 
 
 def asset_spec(config: DictConfig) -> dict:
@@ -161,9 +232,19 @@ def apply_rollout_options(config: DictConfig) -> None:
 # --- environment ----------------------------------------------------------------------------------
 
 
-def export_environment(metrics_path: str, threads: int, quiet: bool = True) -> None:
-    """Environment variables every Ray process of the run inherits (Ray workers copy the driver's)."""
+def export_environment(metrics_path: str, threads: int, quiet: bool = True, vllm_record: Optional[str] = None) -> None:
+    """Environment variables every Ray process of the run inherits (Ray workers copy the driver's).
+
+    ``vllm_record``: the run's rollout is verl's vLLM one; turns on verl-dgpo's CPU vLLM support in the run's
+    processes (:mod:`verl_dgpo.local.vllm_cpu`), which records each vLLM process that loaded it in that file."""
     add_external_module(BOOT_MODULE)
+    if vllm_record:
+        from verl_dgpo.local import vllm_cpu
+
+        os.environ[vllm_cpu.ENABLE_VARIABLE] = "1"
+        os.environ[vllm_cpu.RECORD_VARIABLE] = vllm_record
+        os.environ["VLLM_TARGET_DEVICE"] = "cpu"
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache: ample for the tiny models
     if quiet:
         from verl_dgpo.local.quiet import quiet_workers
 
@@ -203,7 +284,8 @@ def check_memory(min_free_gib: float, available: Optional[float] = None) -> None
 #: attached to one carries these in its job's ``runtime_env`` instead.
 RUN_ENVIRONMENT = ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM", "VERL_FILE_LOGGER_PATH", "TOKENIZERS_PARALLELISM",
                    "OMP_NUM_THREADS", "RAY_DEDUP_LOGS", "PYTHONWARNINGS", "WANDB_MODE", "WANDB_DIR",
-                   "TENSORBOARD_DIR")  # fmt: skip
+                   "TENSORBOARD_DIR", "VERL_DGPO_VLLM_CPU", "VERL_DGPO_VLLM_CPU_RECORD", "VLLM_TARGET_DEVICE",
+                   "VLLM_CPU_KVCACHE_SPACE", "VERL_DGPO_VLLM_SYNC_TIMEOUT_S")  # fmt: skip
 
 
 def ray_init_kwargs(config: DictConfig, env: Optional[dict] = None) -> dict:
@@ -270,12 +352,13 @@ def start_ray(kwargs: dict, timeout_s: float, init=None) -> None:
 class _Session:
     """The driver-side watchers of one local run, finished (summary printed) exactly once."""
 
-    def __init__(self, config: DictConfig, metrics_path: str, started: float):
+    def __init__(self, config: DictConfig, metrics_path: str, started: float, vllm_record: Optional[str] = None):
         from verl_dgpo.local.progress import MemorySampler, ProgressPrinter
 
         self.total = config.trainer.total_training_steps
         self.checkpoint_dir = config.trainer.default_local_dir
         self.metrics_path = metrics_path
+        self.vllm_record = vllm_record
         self.started = started
         self.printer = ProgressPrinter(metrics_path, self.total, prefix=PREFIX).start()
         self.memory = MemorySampler(interval=0.5).start()
@@ -305,6 +388,10 @@ class _Session:
             metrics_path=self.metrics_path,
             ok=ok,
         )
+        if self.vllm_record is not None:
+            from verl_dgpo.local import vllm_cpu
+
+            lines.append(vllm_cpu.describe_record(self.vllm_record))
         print_summary(lines, prefix=PREFIX)
 
 
@@ -320,6 +407,9 @@ def activate(config: DictConfig):
     lc = config.local_cpu
     check_supported(config)  # (the memory check ran before verl's import: verl_dgpo.local.check_memory)
     output_dir = os.path.abspath(os.path.expanduser(lc.output_dir))
+    engine = config.actor_rollout_ref.rollout.name
+    for line in prepare_vllm_rollout(config) if engine == "vllm" else []:
+        print(f"{PREFIX}vLLM on CPU: {line}", flush=True)
     model, data = config.actor_rollout_ref.model, config.data
     needs_assets = None in (model.path, data.train_files, data.val_files)  # all set (TOY=1 recipes): none written
     paths = write_assets(os.path.join(output_dir, "assets"), asset_spec(config)) if needs_assets else {}
@@ -328,7 +418,9 @@ def activate(config: DictConfig):
     logs = os.path.join(output_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     metrics_path = os.path.join(logs, time.strftime("metrics-%Y%m%d-%H%M%S") + f"-{os.getpid()}.jsonl")
-    export_environment(metrics_path, threads=int(lc.threads_per_process), quiet=bool(lc.get("quiet", True)))
+    vllm_record = metrics_path.replace("metrics-", "vllm-engines-") if engine == "vllm" else None
+    export_environment(metrics_path, threads=int(lc.threads_per_process), quiet=bool(lc.get("quiet", True)),
+                       vllm_record=vllm_record)
 
     import importlib
 
@@ -336,9 +428,18 @@ def activate(config: DictConfig):
 
     print(f"{PREFIX}assets in {output_dir}/assets; starting Ray (worker logs: /tmp/ray/session_latest/logs)", flush=True)
     start_ray(ray_init_kwargs(config), timeout_s=float(lc.ray_start_timeout_s))
-    SESSION = _Session(config, metrics_path, started)
+    SESSION = _Session(config, metrics_path, started, vllm_record)
     at_exit(SESSION.finish)
     trainer = "v1" if config.trainer.get("use_v1", False) else "v0"
-    print(f"{PREFIX}Ray started in {time.time() - started:.1f} s since launch; training (verl's {trainer} trainer)", flush=True)
+    print(f"{PREFIX}Ray started in {time.time() - started:.1f} s since launch; training (verl's {trainer} trainer, "
+          f"rollout: {describe_rollout(engine)})", flush=True)
+
+
+def describe_rollout(engine: str) -> str:
+    if engine == "vllm":
+        from verl_dgpo.local import vllm_cpu
+
+        return f"verl's vLLM rollout on vllm-cpu {vllm_cpu.installed_version()}"
+    return "verl-dgpo's Hugging Face generate server"
 
 
