@@ -38,6 +38,18 @@ if [ "$TOY" = 1 ]; then
   TOTAL_TRAINING_STEPS=${TOTAL_TRAINING_STEPS:-2}
   SAVE_FREQ=${SAVE_FREQ:-1}; TEST_FREQ=${TEST_FREQ:-$TOTAL_TRAINING_STEPS}
   CHECKPOINT_ROOT=${CHECKPOINT_ROOT:-$TOY_DIR/checkpoints}
+  # The rollout engine: the recipe's own (verl's vLLM rollout) where a CPU build of vLLM is installed
+  # (scripts/install_vllm_cpu.sh), else the CPU preset's Hugging Face server. TOY_ROLLOUT=hf|vllm picks one.
+  if [ -z "${TOY_ROLLOUT:-}" ]; then
+    if python -c 'import sys; from verl_dgpo.local.vllm_cpu import engine_available; sys.exit(0 if engine_available() else 1)' 2>/dev/null; then
+      TOY_ROLLOUT=vllm
+      echo "recipes/common.sh: TOY=1: rollout engine vllm (the recipe's own; a CPU build of vLLM is installed)" >&2
+    else
+      TOY_ROLLOUT=hf
+      echo "recipes/common.sh: TOY=1: rollout engine hf (verl-dgpo's Hugging Face server): no CPU build of vLLM is installed (bash scripts/install_vllm_cpu.sh)" >&2
+    fi
+  fi
+  case "$TOY_ROLLOUT" in hf|vllm) ;; *) echo "recipes/common.sh: TOY_ROLLOUT=$TOY_ROLLOUT is not one of hf vllm" >&2; exit 2 ;; esac
   if [ -z "${LOGGER:-}" ]; then              # files a user can open afterwards; nothing sent anywhere
     LOGGER="['console','tensorboard','file']"
     if python -c "import wandb" >/dev/null 2>&1; then
@@ -157,7 +169,7 @@ ARGS=(
 
 if [ "$TOY" = 1 ]; then
   # The CPU preset's hardware keys (verl_dgpo/config/local_cpu.yaml): its platform plugin, patches and
-  # HF rollout server (local_cpu.enabled), CPU device, gloo-friendly FSDP2, sdpa attention, no
+  # rollout engine (local_cpu.enabled; vllm as above, or its HF server), CPU device, gloo-friendly FSDP2, sdpa attention, no
   # torch.compile, one worker per role, and one TransferQueue storage unit.
   ARGS+=(
     +local_cpu.enabled=true +local_cpu.output_dir="$TOY_DIR" +local_cpu.quiet=true
@@ -168,7 +180,7 @@ if [ "$TOY" = 1 ]; then
     actor_rollout_ref.actor.use_torch_compile=false actor_rollout_ref.ref.use_torch_compile=false
     actor_rollout_ref.actor.fsdp_config.use_torch_compile=false actor_rollout_ref.ref.fsdp_config.use_torch_compile=false
     +actor_rollout_ref.model.override_config.attn_implementation=sdpa
-    actor_rollout_ref.rollout.name=hf
+    actor_rollout_ref.rollout.name="$TOY_ROLLOUT"
     actor_rollout_ref.rollout.checkpoint_engine.backend=naive actor_rollout_ref.rollout.free_cache_engine=false
     actor_rollout_ref.rollout.agent.num_workers=1 reward.num_workers=1 data.dataloader_num_workers=0
     ++transfer_queue.backend.SimpleStorage.num_data_storage_units=1

@@ -64,7 +64,7 @@ def test_preset_keeps_the_dgpo_keys_of_dgpo_trainer(local_config):
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.name"),
+        ("actor_rollout_ref.rollout.name=sglang", "actor_rollout_ref.rollout.name"),
         ("actor_rollout_ref.rollout.checkpoint_engine.backend=nccl", "checkpoint_engine.backend"),
     ],
 )
@@ -73,6 +73,65 @@ def test_unsupported_settings_are_refused_naming_the_key(override, key):
         cfg = compose(config_name="local_cpu", overrides=[override])
     with pytest.raises(launch.LocalRunError, match=key):
         launch.check_supported(cfg)
+
+
+def _vllm_config(*overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name="local_cpu", overrides=["actor_rollout_ref.rollout.name=vllm", *overrides])
+
+
+def test_vllm_rollout_is_accepted_where_a_cpu_vllm_is_installed_and_refused_in_one_line_where_not(monkeypatch):
+    from verl_dgpo.local import vllm_cpu
+
+    monkeypatch.setattr(vllm_cpu, "check_targets", lambda: [])
+    monkeypatch.setattr(vllm_cpu, "engine_available", lambda: True)
+    launch.check_supported(_vllm_config())
+    monkeypatch.setattr(vllm_cpu, "engine_available", lambda: False)
+    with pytest.raises(launch.LocalRunError, match="needs a CPU build of vLLM: run `bash scripts/install_vllm_cpu.sh`") as err:
+        launch.check_supported(_vllm_config())
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(vllm_cpu, "engine_available", lambda: True)
+    monkeypatch.setattr(vllm_cpu, "check_targets", lambda: ["cpu_linear_weights: moved"])
+    with pytest.raises(launch.LocalRunError, match="cpu_linear_weights: moved"):
+        launch.check_supported(_vllm_config())
+
+
+def test_vllm_rollout_refuses_a_model_whose_heads_cpu_vllm_cannot_run(monkeypatch, tmp_path):
+    from verl_dgpo.local import vllm_cpu
+    from verl_dgpo.local.assets import make_tiny_model
+
+    monkeypatch.setattr(vllm_cpu, "check_targets", lambda: [])
+    monkeypatch.setattr(vllm_cpu, "engine_available", lambda: True)
+    make_tiny_model(str(tmp_path / "m16"))  # the preset's default shape: 64 / 4 heads = 16
+    make_tiny_model(str(tmp_path / "m32"), num_attention_heads=2, num_key_value_heads=1)
+    with pytest.raises(launch.LocalRunError, match="head size of at least 32 .*the model's is 16"):
+        launch.check_supported(_vllm_config(f"actor_rollout_ref.model.path={tmp_path / 'm16'}"))
+    launch.check_supported(_vllm_config(f"actor_rollout_ref.model.path={tmp_path / 'm32'}"))
+
+
+def test_vllm_rollout_turns_off_what_cpu_vllm_cannot_do_and_says_each(local_config):
+    cfg = _vllm_config()
+    assert cfg.actor_rollout_ref.rollout.full_determinism is True and cfg.local_cpu.model.num_attention_heads == 4
+    said = launch.prepare_vllm_rollout(cfg)
+    rollout = cfg.actor_rollout_ref.rollout
+    assert (rollout.enable_sleep_mode, rollout.full_determinism, rollout.dtype) == (False, False, "float32")
+    assert (cfg.local_cpu.model.num_attention_heads, cfg.local_cpu.model.num_key_value_heads) == (2, 1)  # 64/2 = 32
+    assert [line.split("=")[0] for line in said] == [
+        "actor_rollout_ref.rollout.enable_sleep_mode", "actor_rollout_ref.rollout.full_determinism",
+        "actor_rollout_ref.rollout.dtype", "local_cpu.model.num_attention_heads"]  # fmt: skip
+    assert launch.prepare_vllm_rollout(cfg) == []  # nothing left to change
+
+
+def test_the_cpu_vllm_support_is_asked_for_only_by_a_vllm_run(monkeypatch, tmp_path):
+    from verl_dgpo.local import vllm_cpu
+
+    environ = {k: v for k, v in os.environ.items() if k not in (vllm_cpu.ENABLE_VARIABLE, vllm_cpu.RECORD_VARIABLE)}
+    monkeypatch.setattr(os, "environ", environ)  # what export_environment sets goes with the test
+    monkeypatch.setattr(launch, "add_external_module", lambda name: None)
+    launch.export_environment(str(tmp_path / "m.jsonl"), threads=1, quiet=False)
+    assert vllm_cpu.ENABLE_VARIABLE not in os.environ and not vllm_cpu.enabled()
+    launch.export_environment(str(tmp_path / "m.jsonl"), threads=1, quiet=False, vllm_record=str(tmp_path / "r.jsonl"))
+    assert vllm_cpu.enabled() and os.environ[vllm_cpu.RECORD_VARIABLE] == str(tmp_path / "r.jsonl")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from verl_dgpo.local import vllm_cpu
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,7 +261,8 @@ def test_toy_keeps_what_the_recipe_exercises(toy_composed):
         assert actor["use_dynamic_bsz"] and rollout["log_prob_use_dynamic_bsz"]
         assert rollout["val_kwargs"]["do_sample"] is True and rollout["val_kwargs"]["n"] == 4
         # the swapped values: the CPU preset's hardware, the toy assets, files a user can open
-        assert cfg["local_cpu"]["enabled"] is True and cfg["trainer"]["device"] == "cpu" and rollout["name"] == "hf"
+        assert cfg["local_cpu"]["enabled"] is True and cfg["trainer"]["device"] == "cpu"
+        assert rollout["name"] == ("vllm" if vllm_cpu.engine_available() else "hf")  # the recipe's own where it can run
         assert cfg["actor_rollout_ref"]["model"]["path"].endswith("/model")
         assert cfg["data"]["val_files"].endswith("/data/benchmarks.parquet")
         assert "tensorboard" in cfg["trainer"]["logger"] and "console" in cfg["trainer"]["logger"]
@@ -274,3 +277,20 @@ def test_toy_keeps_what_the_recipe_exercises(toy_composed):
 def test_toy_rejects_a_value_other_than_0_or_1():
     proc = dry_run(ROOT / "recipes" / "run_dgpo_1.5b.sh", TOY="yes")
     assert proc.returncode == 2 and "TOY=yes" in proc.stderr
+
+
+def test_toy_says_which_rollout_engine_it_runs_and_takes_toy_rollout(tmp_path):
+    """The recipe's vLLM engine where a CPU vLLM is installed, else the HF server, said in one line; TOY_ROLLOUT
+    picks one, and any other value is refused naming it."""
+    script = ROOT / "recipes" / "run_dgpo_1.5b.sh"
+    default = "vllm" if vllm_cpu.engine_available() else "hf"
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")  # this interpreter's packages
+    for env, engine in (({}, default), ({"TOY_ROLLOUT": "hf"}, "hf")):
+        proc = dry_run(script, TOY="1", TOY_DIR=str(tmp_path), PATH=path, **env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert yaml.safe_load(proc.stdout)["actor_rollout_ref"]["rollout"]["name"] == engine
+        assert ("rollout engine" in proc.stderr) == (not env), proc.stderr[-2000:]
+        if not env:
+            assert f"TOY=1: rollout engine {engine} " in proc.stderr
+    proc = dry_run(script, TOY="1", TOY_DIR=str(tmp_path), PATH=path, TOY_ROLLOUT="sglang")
+    assert proc.returncode == 2 and "TOY_ROLLOUT=sglang is not one of hf vllm" in proc.stderr

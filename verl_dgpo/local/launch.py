@@ -141,6 +141,12 @@ def prepare_vllm_rollout(config: DictConfig) -> list[str]:
             rollout.full_determinism = False
             said.append("actor_rollout_ref.rollout.full_determinism=false (vLLM's batch-invariant kernels need a GPU; "
                         "same seed, different samples on this path)")
+        # The precision the actor trains in and the HF server generates in: bf16 (verl's default) costs these
+        # ~100k-parameter models their answers (TOY=1's warm start scored 0 in bf16), and buys nothing on CPU.
+        if rollout.get("dtype", "bfloat16") != "float32":
+            said.append(f"actor_rollout_ref.rollout.dtype=float32 (was {rollout.get('dtype', None)}; the actor's "
+                        "precision, as the HF server generates)")
+            rollout.dtype = "float32"
         model = config.local_cpu.get("model", None)
         if config.actor_rollout_ref.model.path is None and model is not None:
             hidden, heads = int(model.hidden_size), int(model.num_attention_heads)
