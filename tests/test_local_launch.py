@@ -115,10 +115,12 @@ def test_vllm_rollout_turns_off_what_cpu_vllm_cannot_do_and_says_each(local_conf
     said = launch.prepare_vllm_rollout(cfg)
     rollout = cfg.actor_rollout_ref.rollout
     assert (rollout.enable_sleep_mode, rollout.full_determinism, rollout.dtype) == (False, False, "float32")
+    assert rollout.enforce_eager is True
     assert (cfg.local_cpu.model.num_attention_heads, cfg.local_cpu.model.num_key_value_heads) == (2, 1)  # 64/2 = 32
     assert [line.split("=")[0] for line in said] == [
         "actor_rollout_ref.rollout.enable_sleep_mode", "actor_rollout_ref.rollout.full_determinism",
-        "actor_rollout_ref.rollout.dtype", "local_cpu.model.num_attention_heads"]  # fmt: skip
+        "actor_rollout_ref.rollout.enforce_eager", "actor_rollout_ref.rollout.dtype",
+        "local_cpu.model.num_attention_heads"]  # fmt: skip
     assert launch.prepare_vllm_rollout(cfg) == []  # nothing left to change
 
 
