@@ -4,6 +4,7 @@ two-node run of tests/test_recipes_two_nodes.py)."""
 import glob
 import json
 import os
+import re
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
 from verl_dgpo.verl_glue import checkpoints
@@ -11,10 +12,12 @@ from verl_dgpo.verl_glue import checkpoints
 PASS_AT = ("pass@1", "pass@2", "pass@4")  # VAL_N=4 under TOY=1
 
 
-def start(toy_dir, method, steps, log_name, toy_cache, size="1.5b", hydra=(), **env):
+def start(toy_dir, method, steps, log_name, toy_cache, size="1.5b", hydra=(), rollout="hf", **env):
     """``TOY=1 bash recipes/run_<method>_<size>.sh [hydra]`` in ``toy_dir`` for ``steps`` steps (more variables in
-    ``env``), its warm-started model from the session's cache ``toy_cache`` (tests/conftest.py: built once per session)."""
-    env = launches.user_env(TOY="1", TOY_DIR=toy_dir, TOTAL_TRAINING_STEPS=str(steps), VERL_DGPO_TOY_CACHE=toy_cache, **env)
+    ``env``), its warm-started model from the session's cache ``toy_cache`` (tests/conftest.py: built once per session),
+    generating with ``rollout`` (``TOY_ROLLOUT``: ``hf``, the CPU preset's server, or ``vllm``, the recipe's own)."""
+    env = launches.user_env(TOY="1", TOY_DIR=toy_dir, TOTAL_TRAINING_STEPS=str(steps), VERL_DGPO_TOY_CACHE=toy_cache,
+                            TOY_ROLLOUT=rollout, **env)  # fmt: skip
     script = os.path.join(launches.REPO, "recipes", f"run_{method}_{size}.sh")
     return launches.start(["bash", script, *hydra], toy_dir, os.path.join(toy_dir, log_name), env)
 
@@ -60,3 +63,21 @@ def check_step_one_reward(method, metrics):
     step_one = metrics[1]
     print(f"{method} step-1 reward (critic/score/mean): {step_one['critic/score/mean']}")
     assert 0 < step_one["critic/score/mean"] < 1 and step_one["actor/grad_norm"] > 0
+
+
+#: What a run's own output shows of its rollout engine: verl's vLLM server actor logs as ``vLLMHttpServer``, and
+#: the closing summary counts the vLLM processes that recorded loading verl-dgpo's CPU support (vllm_cpu.register).
+VLLM_SERVER_LOG = "(vLLMHttpServer pid="
+VLLM_SUMMARY = re.compile(r"rollout engine: verl's vLLM rollout; vLLM (\S+) on CPU, (\d+) vLLM processes")
+HF_ENGINE = "rollout: verl-dgpo's Hugging Face generate server"
+
+
+def check_rollout_engine(log, engine):
+    """The run generated with ``engine``, as its own output shows (not the configuration it was given)."""
+    summary = VLLM_SUMMARY.search(log)
+    if engine == "vllm":
+        assert VLLM_SERVER_LOG in log, "verl's vLLM server never logged"
+        assert summary is not None and int(summary.group(2)) >= 1, "no vLLM process recorded verl-dgpo's CPU support"
+        assert HF_ENGINE not in log
+    else:
+        assert HF_ENGINE in log and VLLM_SERVER_LOG not in log and summary is None
