@@ -144,10 +144,12 @@ def _send(handle, outcome):
         outcome.append(err)
 
 
+@needs_vllm  # verl's vLLM rollout package refuses to import without a vllm distribution
 def test_a_sync_vllm_does_not_answer_fails_instead_of_hanging(monkeypatch, tmp_path):
     import types
 
-    transfer = pytest.importorskip("verl.workers.rollout.vllm_rollout.bucketed_weight_transfer")
+    import verl.workers.rollout.vllm_rollout.bucketed_weight_transfer as transfer
+
     # the CPU platform's device calls (no CUDA here; a run's workers register verl_dgpo.local.platform)
     cpu = types.SimpleNamespace(synchronize=lambda: None, empty_cache=lambda: None, ipc_collect=lambda: None)
     monkeypatch.setattr(transfer, "get_torch_device", lambda: cpu)
