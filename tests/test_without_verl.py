@@ -45,7 +45,10 @@ def _():
 def _():
     import verl_dgpo.trl  # noqa: F401
 
-    return {"loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("verl", "ray"))}
+    # Where a vLLM is installed TRL itself imports it (its trainer's weight-transfer classes) and vLLM imports Ray:
+    # then only verl is ours to keep out, and Ray must have come in with vLLM.
+    with_vllm = "vllm" in sys.modules
+    return {"loaded": sorted(m for m in sys.modules if m.split(".")[0] == "verl" or (m.split(".")[0] == "ray" and not with_vllm))}
 
 
 entry_runs(json.loads(sys.argv[1])["entry"])
