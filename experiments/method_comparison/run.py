@@ -32,7 +32,8 @@ for path in (EXPERIMENT_DIR, REPO_ROOT):
 
 from comparison_study.configs import CONFIGS, PILOT_DIR, StudyConfig, read_record, write_record  # noqa: E402
 from comparison_study.report import write_report  # noqa: E402
-from comparison_study.runs import METHODS, RunSpec, StudyError, run_one  # noqa: E402
+from comparison_study.runs import (METHODS, RunSpec, StudyError, finished_record, run_dir,  # noqa: E402
+                                   run_one)
 from comparison_study.warm_start import SPEC_FILE, WarmStartError, ensure_warm_start, load_record  # noqa: E402
 
 
@@ -53,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="reduced mode: fewer steps per run")
     p.add_argument("--run-timeout", type=float, default=3600.0, help="seconds before one run is abandoned")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from the CSVs in --out")
+    p.add_argument("--max-runs", type=int, default=None,
+                   help="the held-out study: train at most this many runs in this invocation (evaluations of "
+                        "trained runs are always made); exit status 3 once every run is trained and evaluated")
     return p.parse_args(argv)
 
 
@@ -104,6 +108,63 @@ def header(config: StudyConfig, warm: dict, out: str) -> str:
     ])
 
 
+def run_heldout(config: StudyConfig, out: str, warm: dict, args, log, started: float) -> int:
+    """The held-out study: train each run of the matrix in order (at most ``--max-runs`` in this invocation),
+    evaluate every saved checkpoint of every trained run, and write the report once all are evaluated.
+    Exit status 0: work remains; 3: the study is complete (report written); 1: a run or evaluation failed."""
+    from comparison_study import heldout as H
+
+    plan = config.heldout
+    data = os.path.join(out, plan["heldout"]["file"])
+    if not os.path.exists(data):
+        fail(f"{data} is missing (the study's committed held-out prompts)")
+    import pandas as pd
+
+    expected = H.heldout_strings(config.settings.digits, config.warm_start.seed, config.seeds)
+    found = [str(row["ground_truth"]) for row in pd.read_parquet(data)["reward_model"]]
+    if found != expected:
+        fail(f"{data} does not hold the pre-registered held-out strings ({len(found)} rows, {len(expected)} expected)")
+    eval_env = dict(os.environ)
+    eval_env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
+        [REPO_ROOT] + [p for p in eval_env.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    failures, trained = [], 0
+    for method, seed in H.run_matrix(plan):
+        directory = run_dir(out, method, seed)
+        spec = RunSpec(method, seed, config.settings, os.path.join(out, "warm_start"), warm["weights_sha256"])
+        if H.drop_unevaluable(directory, plan):
+            log(f"{method} seed {seed}: trained earlier but its checkpoints are gone before every evaluation was "
+                "made; it is trained again")
+        if finished_record(directory, spec) is None:
+            if args.max_runs is not None and trained >= args.max_runs:
+                continue
+            try:
+                run_one(spec, out, keep_verl_output=True, timeout_s=args.run_timeout, log=log)
+                trained += 1
+            except StudyError as err:
+                log(f"FAILED: {err}")
+                failures.append(str(err))
+                continue
+        failures += H.evaluate_run(directory, out, plan, eval_env, log=log)
+    pending = [f"{m} seed {s}" for m, s in H.run_matrix(plan) if not H.evaluated(run_dir(out, m, s), plan)]
+    if failures:
+        log("failures:\n  " + "\n  ".join(failures))
+        return 1
+    if pending:
+        log(f"{len(pending)} runs still to train or evaluate: {', '.join(pending)}; "
+            f"this invocation took {time.time() - started:.0f} s")
+        return 0
+    heldout_report(config, out, warm, log, started)
+    return 3
+
+
+def heldout_report(config: StudyConfig, out: str, warm: dict, log, started: float) -> int:
+    from comparison_study.heldout_report import write_heldout_report
+
+    report = write_heldout_report(out, config, warm)
+    log(f"report: {report}; this invocation took {time.time() - started:.0f} s")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.time()
@@ -127,6 +188,8 @@ def main(argv=None) -> int:
             return 2
         log(f"warm start: {warm['steps']} SFT steps, held-out sampled accuracy {warm['heldout_accuracy']:.3f}, "
             f"greedy {warm['heldout_greedy_accuracy']:.3f}, sha256 {warm['weights_sha256'][:12]}")
+        if config.heldout is not None:
+            return run_heldout(config, out, warm, args, log, started)
         methods = args.methods or config.methods
         seeds = args.seeds if args.seeds is not None else config.seeds
         settings = dataclasses.replace(config.settings, steps=args.steps or config.settings.steps)
@@ -138,6 +201,8 @@ def main(argv=None) -> int:
                 except StudyError as err:
                     log(f"FAILED: {err}")
                     failures.append(str(err))
+    if config.heldout is not None:  # --report-only of the held-out study
+        return heldout_report(config, out, warm, log, started)
     report = write_report(out, config.methods, config.seeds, config.report, config.settings.steps,
                           header=header(config, warm, out))
     log(f"report: {report}; this invocation took {time.time() - started:.0f} s")

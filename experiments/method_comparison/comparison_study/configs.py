@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
+from typing import Optional
 
-from comparison_study import regime
+from comparison_study import heldout, regime
 from comparison_study.report import ReportSettings
 from comparison_study.runs import EXPERIMENT_DIR, SEVEN_METHODS, StudySettings
 from comparison_study.warm_start import WarmStartSpec
@@ -36,6 +37,9 @@ class StudyConfig:
     #: the study folder as given to ``--out`` when it was created, relative to the repository root (shown in
     #: the report's command, so a rebuild elsewhere writes the same report).
     out: str = ""
+    #: the held-out study's plan (:func:`comparison_study.heldout.plan`): arms, checkpoints, held-out prompts,
+    #: evaluations and the pre-registered comparisons; None for the other studies.
+    heldout: Optional[dict] = None
 
     def to_json(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -47,7 +51,7 @@ class StudyConfig:
         return cls(name=data["name"], methods=tuple(data["methods"]), seeds=tuple(data["seeds"]),
                    settings=StudySettings(**settings), warm_start=WarmStartSpec(**data["warm_start"]),
                    report=ReportSettings(**data["report"]), description=data.get("description", ""),
-                   out=data.get("out", ""))
+                   out=data.get("out", ""), heldout=data.get("heldout"))
 
 
 SHORT = StudyConfig(
@@ -99,8 +103,27 @@ def stress_config(pilot_dir: str = PILOT_DIR) -> StudyConfig | None:
     )
 
 
+HELDOUT = StudyConfig(
+    name="heldout",
+    methods=heldout.PRIMARY_METHODS + heldout.SOFT_CLIP_METHODS,
+    seeds=tuple(sorted(set(heldout.PRIMARY_SEEDS) | set(heldout.SOFT_CLIP_SEEDS))),
+    # the stress study's task, warm start and schedule (4 PPO epochs x 8 mini-batches, the pilot rule's choice),
+    # 100 steps, checkpoints (Hugging Face weights included) at steps 70 and 100
+    settings=StudySettings(steps=heldout.STEPS, digits=6, max_response_length=7, mini_batches=8, ppo_epochs=4,
+                           extra_overrides=(f"trainer.save_freq={heldout.CHECKPOINT_STEPS[0]}",
+                                            "actor_rollout_ref.actor.checkpoint.save_contents="
+                                            "[model,optimizer,extra,hf_model]")),
+    warm_start=LONG.warm_start,
+    report=ReportSettings(threshold=0.6, threshold_window=10, final_window=20, claims_min_steps=60, pi_weight=True),
+    description=("The stress study's task, warm start and schedule (4 PPO epochs x 8 mini-batches per step), 100 "
+                 "steps, checkpoints at steps 70 and 100 evaluated on held-out prompts with python -m verl_dgpo.eval; "
+                 "grpo and dgpo on seeds 10-17, gppo and ce_gppo at their authors' dual clip c = 10 on seeds 10-14. "
+                 "Pre-registered: preregistration.md."),
+    heldout=heldout.plan(),
+)
+
 #: ``stress`` is None until the pilot's rules have chosen its regime (``pilot.py``).
-CONFIGS = {"short": SHORT, "long": LONG, "stress": stress_config()}
+CONFIGS = {"short": SHORT, "long": LONG, "stress": stress_config(), "heldout": HELDOUT}
 
 
 def read_record(out_dir: str) -> StudyConfig | None:

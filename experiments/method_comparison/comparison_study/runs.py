@@ -50,6 +50,13 @@ METHODS: dict[str, list[str]] = {
     # verl's own SAPO soft gate at verl's defaults (actor.tau_pos=1.0, tau_neg=1.05; verl's loss aggregates it
     # seq-mean-token-mean whatever loss_agg_mode says); a method of the stress study only
     "sapo": ["algorithm.policy_loss=study_sapo"],
+    # the held-out study's soft-clip arm: GPPO and CE-GPPO as their authors' training scripts set them where the
+    # stress study did not (dual-clip c = 10; GPPO's KlearReasoner scripts: eps_high = 0.28; CE-GPPO: beta1 = 0.75,
+    # beta2 = 1, eps 0.2 / 0.2); the scripts' extra 0.1 x NLL on correct responses is not a policy loss, left out
+    "gppo_c10": ["algorithm.policy_loss=study_gppo", "actor_rollout_ref.actor.clip_ratio_c=10",
+                 "actor_rollout_ref.actor.clip_ratio_high=0.28"],
+    "ce_gppo_c10": ["algorithm.policy_loss=study_ce_gppo", "actor_rollout_ref.actor.clip_ratio_c=10",
+                    "algorithm.ce_gppo.beta1=0.75", "algorithm.ce_gppo.beta2=1.0"],
 }
 #: the seven methods of the short and long studies (``sapo`` came with the stress study).
 SEVEN_METHODS = ("grpo", "cispo", "gppo", "ce_gppo", "aspo", "dgpo", "dgpo_n2")
@@ -132,7 +139,8 @@ class StudySettings:
             f"actor_rollout_ref.actor.ppo_epochs={self.ppo_epochs}",
             f"actor_rollout_ref.actor.optim.lr={self.lr}",
             f"trainer.total_training_steps={self.steps}",
-            "trainer.save_freq=-1",
+            # no checkpoints unless the study's own overrides ask for them (the held-out study saves some)
+            *(() if any(o.startswith("trainer.save_freq=") for o in self.extra_overrides) else ("trainer.save_freq=-1",)),
             f"trainer.balance_batch={self.balance_batch}",
             # seeded per-request sampling of the local hf rollout (verl_dgpo.local.sampling); verl's agent loop
             # names each request after its sample index under full_determinism, and the sampler seeds from it
