@@ -9,6 +9,12 @@
   ``average`` (unweighted mean over the benchmarks present) and the run's settings;
 * ``DIR/run_config.json``: what must not change between a run and its resumption.
 
+Grading: math-verify on the last ``\boxed{}`` (:func:`verl_dgpo.reward.compute_score`) unless ``--reward-path`` names
+another function in verl's custom-reward form (``reward.custom_reward_function.path`` / ``.name``): a ``.py`` file,
+``pkg://module`` or a dotted module name, and a function ``compute_score(data_source, solution_str, ground_truth,
+extra_info)`` returning a number (or a dict with ``"score"``, as verl allows); a sample is correct when its score
+is > 0.5.
+
 Resumable: a problem counts as done once all its k lines are in ``samples.jsonl``; a rerun with the same
 settings skips those, drops partial ones (a kill mid-problem, a half-written line) and generates the rest.
 The summary is always recomputed from ``samples.jsonl``.
@@ -18,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
 import sys
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from verl_dgpo.data.sources import LABELS
 from verl_dgpo.eval.generation import Sampling, make_generator
@@ -37,6 +45,60 @@ UNIT = "avg@k and pass@k in percent (0-100); truncated_frac a fraction"
 
 class EvalError(ValueError):
     """Bad evaluator input (missing file, schema, or a rerun with different settings)."""
+
+
+def load_reward(path: str, name: str = "compute_score") -> Callable:
+    """The function ``name`` of ``path`` in verl's custom-reward form: a ``.py`` file, ``pkg://module`` or a
+    dotted module name. Raises :class:`EvalError` with one line naming the option as typed."""
+    module = None
+    if path.startswith("pkg://"):
+        target = path[len("pkg://"):]
+    elif path.endswith(".py") or os.sep in path or os.path.exists(path):
+        if not os.path.isfile(path):
+            raise EvalError(f"--reward-path {path!r}: no such file (give a .py file, pkg://module or a module name)")
+        spec = importlib.util.spec_from_file_location(f"verl_dgpo_eval_reward_{abs(hash(os.path.abspath(path)))}", path)
+        if spec is None or spec.loader is None:
+            raise EvalError(f"--reward-path {path!r}: cannot be loaded as a Python file")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # the user's file failed at import: say which file and why, in one line
+            raise EvalError(f"--reward-path {path!r}: importing it failed: {type(err).__name__}: {err}") from None
+    else:
+        target = path
+    if module is None:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as err:
+            raise EvalError(f"--reward-path {path!r}: no module {target!r} ({err}); give a .py file, pkg://module "
+                            "or a module name") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                        and getattr(v, "__module__", None) == module.__name__)
+        raise EvalError(f"--reward-name {name!r}: {path!r} has no function {name!r} (its functions: "
+                        f"{', '.join(public) or 'none'})")
+    return function
+
+
+def grade(reward: Callable, problem: dict, text: str) -> float:
+    """The reward's score of one response, called as verl calls a custom reward (keyword arguments)."""
+    result = reward(data_source=problem["data_source"], solution_str=text, ground_truth=problem["ground_truth"],
+                    extra_info=problem.get("extra_info"))
+    if isinstance(result, dict):
+        if "score" not in result:
+            raise EvalError(f"the reward returned a dict without a 'score' key: {sorted(result)}")
+        result = result["score"]
+    return float(result)
+
+
+def _plain(value):
+    """A parquet cell as plain Python (numpy arrays and scalars become lists and numbers)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def load_problems(paths: Iterable[str]) -> list[dict]:
@@ -55,7 +117,9 @@ def load_problems(paths: Iterable[str]) -> list[dict]:
             messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in row["prompt"]]
             truth = row["reward_model"]["ground_truth"]
             truth = truth.tolist() if hasattr(truth, "tolist") else truth
-            problems.append({"index": len(problems), "data_source": str(row["data_source"]), "messages": messages, "ground_truth": truth})
+            extra = row.get("extra_info")
+            problems.append({"index": len(problems), "data_source": str(row["data_source"]), "messages": messages,
+                             "ground_truth": truth, "extra_info": _plain(extra) if isinstance(extra, dict) else None})
     if not problems:
         raise EvalError("no problems in --data")
     return problems
@@ -128,11 +192,16 @@ def evaluate(
     limit: Optional[int] = None,
     generator=None,
     progress: bool = True,
+    reward: Optional[dict] = None,
     **backend_kwargs,
 ) -> dict:
-    """Run (or resume) an evaluation into ``out_dir`` and return the summary written to ``summary.json``."""
+    """Run (or resume) an evaluation into ``out_dir`` and return the summary written to ``summary.json``.
+
+    ``reward``: ``{"path": ..., "name": ...}`` in verl's custom-reward form (:func:`load_reward`); None grades with
+    math-verify on the last ``\\boxed{}`` (:func:`verl_dgpo.reward.compute_score`)."""
     from tqdm.auto import tqdm
 
+    reward_fn = load_reward(reward["path"], reward.get("name") or "compute_score") if reward else None
     problems = load_problems(data)
     if limit is not None:
         problems = problems[:limit]
@@ -144,14 +213,16 @@ def evaluate(
         "problems": len(problems),
         "sampling": sampling.as_dict(),
     }
+    if reward:  # absent for the default reward, so earlier runs' records still match
+        run_config["reward"] = {"path": reward["path"], "name": reward.get("name") or "compute_score"}
     config_path = os.path.join(out_dir, RUN_CONFIG)
     if os.path.exists(config_path):
         with open(config_path, encoding="utf-8") as f:
             previous = json.load(f)
-        for key in ("data_fingerprint", "problems", "sampling", "model"):
-            if previous.get(key) != run_config[key]:
+        for key in ("data_fingerprint", "problems", "sampling", "model", "reward"):
+            if previous.get(key) != run_config.get(key):
                 raise EvalError(
-                    f"{out_dir} holds a run with a different {key!r} ({previous.get(key)!r} vs {run_config[key]!r}); "
+                    f"{out_dir} holds a run with a different {key!r} ({previous.get(key)!r} vs {run_config.get(key)!r}); "
                     "use another --out or --overwrite"
                 )
     else:
@@ -179,14 +250,17 @@ def evaluate(
                     if len(samples) != sampling.k:
                         raise EvalError(f"back-end returned {len(samples)} samples for problem {problem['index']}, expected {sampling.k}")
                     for j, gen in enumerate(samples):
-                        score = compute_score(problem["data_source"], gen.text, problem["ground_truth"])
+                        if reward_fn is None:
+                            score = compute_score(problem["data_source"], gen.text, problem["ground_truth"])
+                        else:
+                            score = grade(reward_fn, problem, gen.text)
                         lines.append(
                             {
                                 "problem": problem["index"],
                                 "data_source": problem["data_source"],
                                 "sample": j,
                                 "score": float(score),
-                                "answer": last_boxed_answer(gen.text),
+                                "answer": last_boxed_answer(gen.text) if reward_fn is None else None,
                                 "ground_truth": problem["ground_truth"],
                                 "tokens": gen.tokens,
                                 "finish_reason": gen.finish_reason,
@@ -210,6 +284,7 @@ def evaluate(
             "model": run_config["model"],
             "data": run_config["data"],
             "backend": getattr(generator, "name", None),
+            "reward": run_config.get("reward", {"path": "pkg://verl_dgpo.reward", "name": "compute_score"}),
             "samples_file": samples_path,
         }
     )
@@ -234,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-model-len", type=int, default=None, help="vLLM only")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vLLM only")
     parser.add_argument("--chunk-size", type=int, default=None, help="problems per generation call (default: 64 vLLM, 1 HF)")
+    parser.add_argument("--reward-path", default=None,
+                        help="grade with this reward instead of math-verify on the last \\boxed{}: a .py file, "
+                             "pkg://module or a module name, as verl's reward.custom_reward_function.path")
+    parser.add_argument("--reward-name", default="compute_score",
+                        help="the function in --reward-path, called as compute_score(data_source, solution_str, "
+                             "ground_truth, extra_info) (default %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
     parser.add_argument("--overwrite", action="store_true", help="delete previous results in --out first")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -247,6 +328,17 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"verl_dgpo.eval: {err}", file=sys.stderr)
         return 2
+    reward = {"path": args.reward_path, "name": args.reward_name} if args.reward_path else None
+    if reward is None and args.reward_name != "compute_score":
+        print("verl_dgpo.eval: --reward-name needs --reward-path (the default reward is math-verify's compute_score)",
+              file=sys.stderr)
+        return 2
+    if reward is not None:
+        try:  # before any model is loaded: a bad path or name is one line
+            load_reward(reward["path"], reward["name"])
+        except EvalError as err:
+            print(f"verl_dgpo.eval: {err}", file=sys.stderr)
+            return 2
     if args.overwrite:
         for name in (SAMPLES, SUMMARY, RUN_CONFIG):
             path = os.path.join(args.out, name)
@@ -273,6 +365,7 @@ def main(argv=None) -> int:
             chunk_size=chunk,
             limit=args.limit,
             progress=not args.no_progress,
+            reward=reward,
             **backend_kwargs,
         )
     except (EvalError, ValueError) as err:  # bad input, a refused resume, a missing back-end
