@@ -46,8 +46,66 @@ class PairedDifference:
         return 1 if self.low > 0 else -1 if self.high < 0 else 0
 
 
-def paired_difference(values: Mapping[int, float], reference: Mapping[int, float]) -> Optional[PairedDifference]:
-    """``values - reference`` over the seeds both have, with the 95% t-interval of the mean (None if no seed)."""
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _incomplete_beta(a: float, b: float, x: float) -> float:
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: int) -> float:
+    """Student's t distribution function with ``df`` degrees of freedom."""
+    tail = 0.5 * _incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t (0.5 < p < 1), by bisection on :func:`t_cdf` to 1e-10."""
+    if not 0.5 < p < 1.0 or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got p={p}, df={df}")
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        high *= 2.0
+    while high - low > 1e-10:
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
+    return 0.5 * (low + high)
+
+
+def two_sided_t(confidence: float, df: int) -> float:
+    """t(1 - (1 - confidence)/2, df); the 95% value from the standard table (as every report before used)."""
+    if confidence == 0.95:
+        return t_quantile_975(df)
+    return t_quantile(1.0 - (1.0 - confidence) / 2.0, df)
+
+
+def paired_difference(values: Mapping[int, float], reference: Mapping[int, float],
+                      confidence: float = 0.95) -> Optional[PairedDifference]:
+    """``values - reference`` over the seeds both have, with the t-interval of the mean at ``confidence``
+    (95% unless asked; None if no seed)."""
     seeds = tuple(sorted(set(values) & set(reference)))
     if not seeds:
         return None
@@ -55,7 +113,7 @@ def paired_difference(values: Mapping[int, float], reference: Mapping[int, float
     mean = statistics.fmean(diffs)
     if len(diffs) < 2:
         return PairedDifference(seeds, diffs, mean, math.nan, math.nan)
-    half = t_quantile_975(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    half = two_sided_t(confidence, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
     return PairedDifference(seeds, diffs, mean, mean - half, mean + half)
 
 
