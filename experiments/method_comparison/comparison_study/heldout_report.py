@@ -332,8 +332,9 @@ def write_heldout_report(out_dir: str, config, warm: dict, figures_too: bool = T
         "## Training (per method, from the CSVs)",
         summary_table(runs, config.report, s.steps),
         "## Curves",
-        "One panel per method; the line is the mean over seeds of each step's value, the band the seeds' min..max, "
-        "the dashed line grpo's mean (the figures' own titles say where a trailing mean is drawn beside it).",
+        "One panel per method, each step's raw value (no smoothing): the line is the mean over seeds (the median on "
+        "the log-scale figures), the band the seeds' min..max, the dashed line grpo's; on the weight figure a step "
+        "without out-of-region tokens (logged as 0) is drawn at 0.",
         "\n".join(f"![{title}]({FIGURE_DIR}/{stem}.png)" for stem, title, _ in figures.values()),
     ]
     path = os.path.join(out_dir, "report.md")

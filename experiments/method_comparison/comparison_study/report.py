@@ -39,18 +39,28 @@ HARD_CLIP = "grpo"
 SOFT_CLIPS = ("cispo", "gppo", "ce_gppo")
 DGPO = "dgpo"
 
-#: CSV column -> (figure file stem, title, how a seed's curve is smoothed over the trailing window).
-#: The max ratio keeps the window's largest value, so a spike stays visible at its height.
+#: CSV column -> (figure file stem, title, how the seeds are summarised per step: "mean" on a linear axis, "median"
+#: on a log axis, where one seed's 1e8 would make a mean meaningless).
 FIGURES = {
     "reward": ("reward", "reward (batch mean)", "mean"),
     "entropy": ("entropy", "token entropy", "mean"),
-    "ratio_max": ("ratio_max", "max ratio π/π_old over the step's updates (log scale)", "max"),
+    "ratio_max": ("ratio_max", "max ratio π/π_old over the step's updates (log scale)", "median"),
     "grad_norm": ("grad_norm", "gradient norm", "mean"),
     "out_frac": ("out_frac", "out-of-trust-region fraction of tokens", "mean"),
 }
 #: the stress study's extra figure (studies with ``ReportSettings.pi_weight``).
 PI_WEIGHT_FIGURE = {"pi_weight_max": ("pi_weight_max", "largest weight on ∇π (w/r, units of 1/π_old) over "
-                                                       "out-of-trust-region tokens, per step (log scale)", "max")}
+                                                       "out-of-trust-region tokens, per step (0 drawn at 0, log above 1)", "median")}
+#: CSV column -> (y-axis label with its unit, y scale). "symlog" is linear below 1 and logarithmic above, so a
+#: step that logs 0 (no out-of-region token with A ≠ 0) is drawn at 0 instead of leaving a gap.
+AXES = {
+    "reward": ("reward: fraction of responses correct", "linear"),
+    "entropy": ("token entropy (nats)", "linear"),
+    "ratio_max": ("max π/π_old (ratio, log)", "log"),
+    "grad_norm": ("actor grad norm (L2, before clipping)", "linear"),
+    "out_frac": ("fraction of response tokens", "linear"),
+    "pi_weight_max": ("w/r (units of 1/π_old; 0 drawn at 0)", "symlog"),
+}
 FIGURE_DIR = "figures"
 PNG_METADATA = {"Software": None}
 
@@ -259,13 +269,28 @@ def claims(runs, settings: ReportSettings, steps: int, diffs: dict) -> list[tupl
         reading = NOT
     else:
         reading = CANNOT
+    # multiplicity sensitivity (issue 37): the rule reads two intervals; Bonferroni for the two (97.5% each)
+    ref_scalars = scalars.get(HARD_CLIP, {})
+    bonf = {key: paired_difference(scalars.get(DGPO, {}).get(key, {}), ref_scalars.get(key, {}), confidence=0.975)
+            for key in ("final_entropy", "final_reward")}
+    if bonf["final_entropy"] is None or bonf["final_reward"] is None:
+        b_reading = CANNOT
+    elif bonf["final_entropy"].sign() > 0 and bonf["final_reward"].sign() >= 0 and bounded == len(seeds):
+        b_reading = HOLDS
+    elif bonf["final_entropy"].sign() < 0 or bonf["final_reward"].sign() < 0:
+        b_reading = NOT
+    else:
+        b_reading = CANNOT
+    sensitivity = (f" Multiplicity sensitivity (not the pre-registered rule): with Bonferroni for its two intervals "
+                   f"(97.5% each), entropy {_interval(bonf['final_entropy'])}, reward {_interval(bonf['final_reward'])}"
+                   f" → {b_reading}.")
     rows.append((
         "DGPO keeps exploring without diverging.",
         f"{DGPO} − {HARD_CLIP} final entropy interval above 0, final-reward interval not below 0, and {DGPO}'s max "
         "ratio below the largest soft clip's in every seed → holds; entropy or reward interval below 0 → does "
         "not hold; else cannot tell.",
         f"{reading}: entropy {_interval(entropy)}; reward {_interval(reward)}; max ratio below the soft clips' in "
-        f"{bounded}/{len(seeds)} seeds", verdict(reading),
+        f"{bounded}/{len(seeds)} seeds.{sensitivity}", verdict(reading),
         "[entropy](figures/entropy.png), [ratio](figures/ratio_max.png), [reward](figures/reward.png)"))
     return rows
 
@@ -443,10 +468,11 @@ def legend(settings: ReportSettings, budget: int, reference: str = REFERENCE_MET
 
 
 def curves_legend(settings: ReportSettings, reference: str = REFERENCE_METHOD) -> str:
-    return (f"One panel per method. Each seed's per-step values are first smoothed over the trailing "
-            f"{settings.threshold_window} steps (the window of 'steps to threshold'; for the max ratio the window's "
-            f"largest value, for the others its mean); the line is the mean of the smoothed curves over seeds, the "
-            f"band their min..max over seeds, and the dashed line {reference}'s mean, for reference.")
+    return ("One panel per method, each step's raw value (no smoothing, so a one-step event shows as one step): "
+            "the line is the mean over seeds (the median on the log-scale figures, where one seed's extreme would "
+            f"set a mean), the band the seeds' min..max, the dashed line {reference}'s, for reference. On the weight "
+            "figure the axis is linear below 1 and logarithmic above, and a step without out-of-region tokens "
+            "(logged as 0) is drawn at 0.")
 
 
 def trailing(values: list[float], window: int, how: str = "mean") -> list[float]:
@@ -460,20 +486,24 @@ def trailing(values: list[float], window: int, how: str = "mean") -> list[float]
 
 
 def curves(runs, column: str, window: int = 1, how: str = "mean"):
-    """Per method: (steps, mean over seeds, min over seeds, max over seeds) of ``column``, nan-aware; each
-    seed's curve is first smoothed by :func:`trailing` over ``window`` steps."""
+    """Per method: (steps, centre over seeds, min over seeds, max over seeds) of ``column``, nan-aware; the centre
+    is the mean (``how`` "mean") or the median ("median", log axes). With ``window`` > 1 each seed's curve is
+    first smoothed by :func:`trailing` (the reports draw raw per-step values: window 1)."""
+    centre = statistics.median if how == "median" else statistics.fmean
     out = {}
     for method, by_seed in runs.items():
         steps = sorted({r["step"] for rows in by_seed.values() for r in rows})
         smoothed = []
         for rows in by_seed.values():
             by_step = {r["step"]: r[column] for r in rows}
-            values = trailing([by_step.get(step, math.nan) for step in steps], window, how)
+            values = [by_step.get(step, math.nan) for step in steps]
+            if window > 1:
+                values = trailing(values, window, "max" if how == "median" else "mean")
             smoothed.append({step: v for step, v in zip(steps, values) if step in by_step})
         means, lows, highs = [], [], []
         for step in steps:
             values = _finite([seed[step] for seed in smoothed if step in seed])
-            means.append(statistics.fmean(values) if values else math.nan)
+            means.append(centre(values) if values else math.nan)
             lows.append(min(values) if values else math.nan)
             highs.append(max(values) if values else math.nan)
         out[method] = (steps, means, lows, highs)
@@ -486,7 +516,12 @@ def figures_of(settings: ReportSettings) -> dict:
 
 def plot(runs, out_dir: str, window: int = 1, reference: str = REFERENCE_METHOD, figures: dict = FIGURES) -> list[str]:
     """One PNG per :data:`FIGURES` entry under ``out_dir/figures``, one panel per method with the
-    ``reference`` method's mean as a dashed line in the others; returns the paths."""
+    ``reference`` method's centre line dashed in the others; returns the paths.
+
+    Each step's raw values are drawn, not smoothed (a trailing window would turn a one-step collapse into a
+    ten-step decline); ``window`` is kept for callers but the reports pass none. Axes carry their quantity
+    and unit (:data:`AXES`); the legend sits in its own strip above the panels; zeros on the weight figure
+    are drawn at 0 (symlog axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -498,35 +533,78 @@ def plot(runs, out_dir: str, window: int = 1, reference: str = REFERENCE_METHOD,
     rows_ = math.ceil(len(methods) / cols)
     paths = []
     for column, (stem, title, how) in figures.items():
-        data = curves(runs, column, window, how)
-        fig, axes = plt.subplots(rows_, cols, figsize=(3.2 * cols, 2.6 * rows_ + 0.6), sharex=True, sharey=True,
+        data = curves(runs, column, 1, how)
+        ylabel, scale = AXES.get(column, (column, "linear"))
+        centre = "median" if how == "median" else "mean"
+        fig, axes = plt.subplots(rows_, cols, figsize=(3.2 * cols, 2.6 * rows_ + 1.2), sharex=True, sharey=True,
                                  squeeze=False)
         for ax, method in zip(axes.flat, methods):
             steps, mean, low, high = data[method]
             if method != reference and reference in data:
-                ax.plot(data[reference][0], data[reference][1], color="0.45", ls="--", lw=1.0, label=f"{reference} mean")
-            ax.plot(steps, mean, color="C0", lw=1.3, label="mean over seeds")
+                ax.plot(data[reference][0], data[reference][1], color="0.45", ls="--", lw=1.0,
+                        label=f"{reference}: {centre} over seeds")
+            ax.plot(steps, mean, color="C0", lw=1.1, label=f"{centre} over seeds")
             ax.fill_between(steps, low, high, color="C0", alpha=0.25, lw=0, label="min..max over seeds")
             ax.set_title(f"{method} (n={len(runs[method])})", fontsize=9)
             ax.grid(alpha=0.3)
-            if column == "ratio_max":
+            if scale == "log":
                 ax.set_yscale("log")
-            elif column == "pi_weight_max":
-                ax.set_yscale("log", nonpositive="mask")  # a step without out-of-region tokens logs 0
+            elif scale == "symlog":
+                ax.set_yscale("symlog", linthresh=1.0)
+        if scale == "symlog":  # shared axes: from 0 to above the largest value of any panel
+            top = max([v for steps, _, _, high in data.values() for v in _finite(high)] or [1.0])
+            axes.flat[0].set_ylim(0, max(top, 1.0) * 3)
         for ax in list(axes.flat)[len(methods):]:
             ax.axis("off")
         for ax in axes[-1]:
             ax.set_xlabel("training step", fontsize=8)
+        for ax in axes[:, 0]:
+            ax.set_ylabel(ylabel, fontsize=8)
         handles, labels = axes.flat[min(1, len(methods) - 1)].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower right", fontsize=8, frameon=False)
-        smoothing = f"; each seed's trailing {how} over {window} steps" if window > 1 else ""
-        fig.suptitle(f"{title}{smoothing}", fontsize=10)
-        fig.tight_layout()
+        fig.suptitle(f"{title}; each step's value per seed, no smoothing", fontsize=10, y=0.995)
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.955), ncol=len(labels), fontsize=8,
+                   frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 0.92))
         path = os.path.join(out_dir, FIGURE_DIR, f"{stem}.png")
         fig.savefig(path, dpi=100, metadata=PNG_METADATA)
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def question_and_limits(out_dir: str, runs, settings: ReportSettings, steps: int) -> tuple[str, str]:
+    """The report's question and its limits (the stress study's own, from issue 37's reading, computed here)."""
+    question = ("**Question.** On this task, at this scale, do the paper's three claims about training dynamics hold, "
+                "each judged by the rule written beside it (the rules were fixed before the runs)?")
+    if settings.pi_weight:
+        question += (" The regime is further off policy than the long study's, by a schedule a pre-registered pilot "
+                     "rule chose blind to the methods (below).")
+    limits = ["One tiny model (~100k parameters), one synthetic task (digit copy), a few seeds, one learning rate and "
+              "ε for every method, every method at this package's defaults. A verdict says what its rule read on "
+              "this task at this scale, nothing about LLM reasoning training.",
+              "Every claim is judged from training-batch statistics (reward at T = 1, entropy, ratios, weights); no "
+              "checkpoint was evaluated on held-out prompts here. The held-out study "
+              "([../heldout/preregistration.md](../heldout/preregistration.md)) judges DGPO against GRPO by "
+              "held-out Avg@32."]
+    if settings.pi_weight:
+        limits.append("GPPO and CE-GPPO ran with this package's dual clip c = 3; their authors' scripts use c = 10. "
+                      "The held-out study reruns both at c = 10.")
+        grpo = runs.get(HARD_CLIP, {})
+        path = os.path.join(out_dir, settings.regime_file)
+        if grpo and settings.regime_file and os.path.exists(path):
+            with open(path) as f:
+                record = json.load(f)
+            chosen = next(p for p in record["pilots"] if p["schedule"] == record["choice"]["schedule"])
+            every = statistics.fmean(_finite([r["out_frac"] for rows in grpo.values() for r in rows]))
+            last = statistics.fmean(_finite([r["out_frac"] for rows in grpo.values()
+                                             for r in rows[-settings.final_window:]]))
+            limits.append(f"The regime drifted from the pilot's: the pilot chose {chosen['schedule']} from GRPO's "
+                          f"mean out-of-region fraction {chosen['out_frac_mean']:.4f} (one seed, "
+                          f"{chosen['steps']} steps); over this study GRPO's was {every:.4f} over all steps and "
+                          f"{last:.4f} over the last {settings.final_window}.")
+        limits.append("Runs made beside other work on the shared machine: their wall times include that contention "
+                      "(a seeded run's metrics do not depend on it).")
+    return question, "**Limits.**\n\n" + "\n".join(f"- {line}" for line in limits)
 
 
 def write_report(out_dir: str, methods, seeds, settings: ReportSettings, steps: int, *, header: str = "") -> str:
@@ -537,8 +615,16 @@ def write_report(out_dir: str, methods, seeds, settings: ReportSettings, steps: 
     figures = figures_of(settings)
     plot(runs, out_dir, settings.threshold_window, figures=figures)
     diffs = paired_differences(runs, settings)
+    question, limits = question_and_limits(out_dir, runs, settings, steps)
+    title, _, setup = header.strip().partition("\n")
     parts = [
-        header.rstrip(),
+        title,
+        "## Question, verdicts and limits",
+        question,
+        "**Verdicts** (the paper's claims, each by the rule beside it; the numbers it reads are defined below):\n\n"
+        + claims_table(claims(runs, settings, steps, diffs)),
+        limits,
+        "## Set-up\n\n" + setup.strip() if setup.strip() else "",
         regime_section(out_dir, settings) if settings.regime_file else "",
         completeness(runs, run_wall_times(out_dir, runs), methods, seeds, steps),
         "## Per method\n\n" + summary_table(runs, settings, steps),
@@ -547,7 +633,6 @@ def write_report(out_dir: str, methods, seeds, settings: ReportSettings, steps: 
         f"## Paired differences against {REFERENCE_METHOD} (per seed)\n\n"
         + paired_table(diffs, metrics=paired_metrics(settings))
         + ("\n\n- peak grad norm: per seed the largest per-step actor/grad_norm of the run." if settings.pi_weight else ""),
-        "## The paper's claims\n\n" + claims_table(claims(runs, settings, steps, diffs)),
         "## Curves\n\n" + curves_legend(settings) + "\n\n"
         + "\n".join(f"![{title}]({FIGURE_DIR}/{stem}.png)" for stem, title, _ in figures.values()),
         "## Trust-region regions (means over steps and seeds; LN: A<0, r<1-ε_low; HP: A>0, r>1+ε_high; "
