@@ -8,7 +8,9 @@ code changes in the checkout take effect from the next turn): it evaluates any t
 evaluation, trains the next run of the pre-registered order and evaluates its checkpoints. Then the study
 folder's new files are committed (``git add`` respects the study's .gitignore: no checkpoints, no per-sample
 lines), with a message naming the run, its wall time and how it ran (``--note``). The loop stops when
-``run.py`` says the study is complete (exit status 3), on bad input (2), or after two failed turns in a row.
+``run.py`` says the study is complete (exit status 3), on bad input (2), or after four failed turns in a row
+(a failed turn is retried after two minutes: on the shared machine another user's ``ray stop`` kills every
+Ray instance, the study's too).
 
 It lowers its own scheduling group's priority (``/proc/self/autogroup``): ``setsid`` starts a new autogroup,
 and Linux shares the CPU between autogroups whatever a process's nice value, so without this a niced study
@@ -114,9 +116,11 @@ def main(argv=None) -> int:
             state("stopped: bad input")
             return 2
         failed = failed + 1 if code != 0 else 0
-        if failed >= 2:
-            state("stopped: two failed turns in a row")
+        if failed >= 4:
+            state("stopped: four failed turns in a row")
             return 1
+        if failed:
+            time.sleep(120)
 
 
 if __name__ == "__main__":

@@ -137,9 +137,9 @@ def run_heldout(config: StudyConfig, out: str, warm: dict, args, log, started: f
         if finished_record(directory, spec) is None:
             if args.max_runs is not None and trained >= args.max_runs:
                 continue
+            trained += 1  # an attempt counts, failed or not: the next turn retries this run before any later one
             try:
                 run_one(spec, out, keep_verl_output=True, timeout_s=args.run_timeout, log=log)
-                trained += 1
             except StudyError as err:
                 log(f"FAILED: {err}")
                 failures.append(str(err))
