@@ -280,3 +280,26 @@ def test_committed_report_follows_the_rule():
     if not os.path.exists(os.path.join(STUDY, "report.md")):
         pytest.skip("the held-out study is not complete yet: no committed report")
     check_report(STUDY)
+
+
+def test_preregistration_came_first_and_never_changed():
+    """Issue 37, 'What must be true' 1: preregistration.md is committed before any run's files, and neither it
+    nor the study's recorded settings change afterwards (one commit each, the same one)."""
+    import subprocess
+
+    def git(*args):
+        proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"needs the git history: {proc.stderr.strip()[:200]}")
+        return proc.stdout.split()
+
+    rel = os.path.relpath(STUDY, ROOT)
+    prereg = git("log", "--format=%H", "--", f"{rel}/preregistration.md")
+    record = git("log", "--format=%H", "--", f"{rel}/study.json", f"{rel}/heldout.parquet")
+    if not prereg:
+        pytest.skip("a checkout without the study's history")
+    assert len(prereg) == 1 and record == prereg, "preregistration.md or the recorded settings changed after it"
+    runs = git("log", "--reverse", "--format=%H", "--", f"{rel}/runs")
+    if runs:
+        assert runs[0] != prereg[0]
+        assert subprocess.run(["git", "merge-base", "--is-ancestor", prereg[0], runs[0]], cwd=ROOT).returncode == 0
