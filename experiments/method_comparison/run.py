@@ -108,6 +108,13 @@ def header(config: StudyConfig, warm: dict, out: str) -> str:
     ])
 
 
+#: how the held-out study's runs are launched (not what they train): at nice 19 on a machine shared with test
+#: runs a run can wait minutes for CPU, longer than the preset's 120 s Ray start-up limit or Ray's 60 s for a
+#: worker to reach its GCS (both ended runs on 2026-12-07); these give it 15 minutes for each.
+HELDOUT_LAUNCH_OVERRIDES = ("local_cpu.ray_start_timeout_s=900",)
+HELDOUT_LAUNCH_ENV = {"RAY_gcs_rpc_server_reconnect_timeout_s": "900"}
+
+
 def run_heldout(config: StudyConfig, out: str, warm: dict, args, log, started: float) -> int:
     """The held-out study: train each run of the matrix in order (at most ``--max-runs`` in this invocation),
     evaluate every saved checkpoint of every trained run, and write the report once all are evaluated.
@@ -139,7 +146,8 @@ def run_heldout(config: StudyConfig, out: str, warm: dict, args, log, started: f
                 continue
             trained += 1  # an attempt counts, failed or not: the next turn retries this run before any later one
             try:
-                run_one(spec, out, keep_verl_output=True, timeout_s=args.run_timeout, log=log)
+                run_one(spec, out, keep_verl_output=True, timeout_s=args.run_timeout, log=log,
+                        launch_overrides=HELDOUT_LAUNCH_OVERRIDES, launch_env=HELDOUT_LAUNCH_ENV)
             except StudyError as err:
                 log(f"FAILED: {err}")
                 failures.append(str(err))

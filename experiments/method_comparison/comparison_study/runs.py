@@ -268,8 +268,13 @@ def read_csv(path: str) -> list[dict]:
 
 
 def run_one(spec: RunSpec, out_dir: str, *, keep_verl_output: bool = False, timeout_s: Optional[float] = None,
-            log: Callable[[str], None] = print) -> dict:
-    """Run (or skip, if already finished) one method x seed; return its ``run.json`` record."""
+            log: Callable[[str], None] = print, launch_overrides: tuple[str, ...] = (),
+            launch_env: Optional[dict] = None) -> dict:
+    """Run (or skip, if already finished) one method x seed; return its ``run.json`` record.
+
+    ``launch_overrides`` / ``launch_env``: how the run is launched, not what it trains (e.g. a longer Ray
+    start-up limit on a crowded machine); they go on the command (recorded in ``run.json``) and in its
+    environment, not in the run's identity."""
     directory = run_dir(out_dir, spec.method, spec.seed)
     record = finished_record(directory, spec)
     if record is not None:
@@ -278,13 +283,13 @@ def run_one(spec: RunSpec, out_dir: str, *, keep_verl_output: bool = False, time
     if os.path.exists(directory):
         shutil.rmtree(directory)  # an unfinished or different run is redone from scratch
     os.makedirs(directory)
-    cmd = command(spec, directory)
+    cmd = command(spec, directory) + list(launch_overrides)
     log(f"run {spec.method} seed {spec.seed}: {' '.join(cmd[1:])}")
     started = time.time()
     with open(os.path.join(directory, "train.log"), "w") as console:
         try:
-            proc = subprocess.run(cmd, stdout=console, stderr=subprocess.STDOUT, env=run_environment(spec.settings),
-                                  timeout=timeout_s)
+            proc = subprocess.run(cmd, stdout=console, stderr=subprocess.STDOUT,
+                                  env={**run_environment(spec.settings), **(launch_env or {})}, timeout=timeout_s)
             returncode = proc.returncode
         except subprocess.TimeoutExpired:
             returncode = -9
