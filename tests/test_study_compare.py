@@ -61,7 +61,7 @@ def test_reduced_study_writes_every_csv_column_the_report_reads(study):
             assert row["ratio_min"] <= 1.0 <= row["ratio_max"]  # several updates per step: π moves both ways
     text = open(os.path.join(out, "report.md")).read()
     assert all(f"| {m} | 1 |" in text for m in METHODS)
-    assert "## Paired differences against grpo" in text and "## Question, verdicts and limits" in text
+    assert "## Paired differences against grpo" in text and "## The paper's claims" in text
     assert "Runs: 1/1 of the study's 1 methods x 1 seeds (complete)." in text
 
 

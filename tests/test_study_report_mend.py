@@ -32,7 +32,7 @@ def test_verdicts_unchanged_and_first(study):
     body = text(study)
     verdicts = re.findall(r"^\| [A-Z][^|]*\| \*\*([^*]+)\*\*", body, flags=re.M)
     assert verdicts == PUBLISHED[study]
-    order = [body.index(h) for h in ("## Question, verdicts and limits", "**Question.**", "**Verdicts**",
+    order = [body.index(h) for h in ("## The paper's claims", "**Question.**", "**Verdicts**",
                                      "**Limits.**", "## Set-up", "## Per method")]
     assert order == sorted(order)
     assert body.index("**Limits.**") < min(body.index(h) for h in re.findall(r"^## .+$", body, flags=re.M)[1:])

@@ -619,7 +619,7 @@ def write_report(out_dir: str, methods, seeds, settings: ReportSettings, steps: 
     title, _, setup = header.strip().partition("\n")
     parts = [
         title,
-        "## Question, verdicts and limits",
+        "## The paper's claims",
         question,
         "**Verdicts** (the paper's claims, each by the rule beside it; the numbers it reads are defined below):\n\n"
         + claims_table(claims(runs, settings, steps, diffs)),
