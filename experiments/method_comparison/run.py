@@ -166,9 +166,18 @@ def run_heldout(config: StudyConfig, out: str, warm: dict, args, log, started: f
 
 
 def heldout_report(config: StudyConfig, out: str, warm: dict, log, started: float) -> int:
+    """The held-out study's report; into the study folder only once every run is trained and evaluated (a partial
+    report there would be committed by the loop), else a preview in a temporary folder."""
+    import tempfile
+
+    from comparison_study import heldout as H
     from comparison_study.heldout_report import write_heldout_report
 
-    report = write_heldout_report(out, config, warm)
+    complete = all(H.evaluated(run_dir(out, m, s), config.heldout) for m, s in H.run_matrix(config.heldout))
+    dest = out if complete else tempfile.mkdtemp(prefix="heldout-preview-")
+    if not complete:
+        log(f"the study is not complete: a preview of its report goes to {dest}, not into {out}")
+    report = write_heldout_report(out, config, warm, dest_dir=dest)
     log(f"report: {report}; this invocation took {time.time() - started:.0f} s")
     return 0
 

@@ -193,8 +193,11 @@ def method_table(summaries: dict, plan: dict, step: int, setting: str) -> str:
     return "\n".join(lines)
 
 
-def write_heldout_report(out_dir: str, config, warm: dict, figures_too: bool = True) -> str:
-    """Write ``report.md`` (and, unless ``figures_too`` is False, its figures) into ``out_dir``."""
+def write_heldout_report(out_dir: str, config, warm: dict, figures_too: bool = True,
+                         dest_dir: Optional[str] = None) -> str:
+    """Write ``report.md`` (and, unless ``figures_too`` is False, its figures) into ``dest_dir`` (default
+    ``out_dir``, the study folder the results are read from)."""
+    dest = dest_dir or out_dir
     plan = config.heldout
     primary = plan["primary"]
     matrix = H.run_matrix(plan)
@@ -294,8 +297,9 @@ def write_heldout_report(out_dir: str, config, warm: dict, figures_too: bool = T
             parts.append(f"Step {step_}, `{name}` ({label}):\n\n" + method_table(summaries, plan, int(step_), name))
     figures = figures_of(config.report)
     if figures_too:
-        plot_passk(summaries, plan, out_dir, step, setting)
-        plot(runs, out_dir, config.report.threshold_window, figures=figures)
+        plot_passk(summaries, plan, dest, step, setting)
+        if runs:
+            plot(runs, dest, config.report.threshold_window, figures=figures)
     parts.append(f"![Pass@k on the held-out prompts against k, step {step}]({FIGURE_DIR}/{PASSK_FIGURE})")
 
     # ---- the runs
@@ -337,7 +341,7 @@ def write_heldout_report(out_dir: str, config, warm: dict, figures_too: bool = T
         "without out-of-region tokens (logged as 0) is drawn at 0.",
         "\n".join(f"![{title}]({FIGURE_DIR}/{stem}.png)" for stem, title, _ in figures.values()),
     ]
-    path = os.path.join(out_dir, "report.md")
+    path = os.path.join(dest, "report.md")
     with open(path, "w") as f:
         f.write("\n\n".join(p for p in parts if p) + "\n")
     return path
