@@ -3,7 +3,7 @@
 
     setsid nohup nice -n 19 python experiments/method_comparison/heldout_loop.py > /tmp/heldout-loop.log 2>&1 &
 
-Each turn calls ``run.py --out experiments/method_comparison/results/heldout --max-runs 1`` (a fresh process, so
+Each turn calls ``run.py --out experiments/method_comparison/results/heldout --max-runs 1 --run-timeout T`` (a fresh process, so
 code changes in the checkout take effect from the next turn): it evaluates any trained run still lacking an
 evaluation, trains the next run of the pre-registered order and evaluates its checkpoints. Then the study
 folder's new files are committed (``git add`` respects the study's .gitignore: no checkpoints, no per-sample
@@ -86,6 +86,9 @@ def main(argv=None) -> int:
                    help="nice value of the loop's autogroup (default 19, the house's practice for studies; at 19 the "
                         "first run got 7 s of CPU in its first 16 min beside others' test runs, 2026-12-07)")
     p.add_argument("--note", default=None, help="how the runs ran, for the commit messages")
+    p.add_argument("--run-timeout", type=float, default=6 * 3600.0,
+                   help="seconds before one training run or one evaluation is abandoned (default 6 h: at nice 19 "
+                        "beside other work a run gets little CPU; the trainer's own watchdog ends a run that hangs)")
     args = p.parse_args(argv)
     if args.note is None:
         args.note = (f"at nice 19 (process) and autogroup nice {args.autogroup_nice} beside the lead's and other "
@@ -108,7 +111,7 @@ def main(argv=None) -> int:
         state("running")
         started = time.time()
         code = subprocess.run([sys.executable, os.path.join(EXPERIMENT_DIR, "run.py"), "--out", STUDY,
-                               "--max-runs", "1"], cwd=REPO_ROOT).returncode
+                               "--max-runs", "1", "--run-timeout", str(args.run_timeout)], cwd=REPO_ROOT).returncode
         print(f"[loop] run.py exit status {code} after {time.time() - started:.0f} s", flush=True)
         try:
             commit(args.note)

@@ -110,8 +110,10 @@ def header(config: StudyConfig, warm: dict, out: str) -> str:
 
 #: how the held-out study's runs are launched (not what they train): at nice 19 on a machine shared with test
 #: runs a run can wait minutes for CPU, longer than the preset's 120 s Ray start-up limit or Ray's 60 s for a
-#: worker to reach its GCS (both ended runs on 2026-12-07); these give it 15 minutes for each.
-HELDOUT_LAUNCH_OVERRIDES = ("local_cpu.ray_start_timeout_s=900",)
+#: worker to reach its GCS (both ended runs on 2026-12-07); these give it 15 minutes for each, and the progress
+#: watchdog (verl_dgpo/startup/watchdog.py; the preset's 60 s per stage, 600 s start-up) 30 and 60 minutes.
+HELDOUT_LAUNCH_OVERRIDES = ("local_cpu.ray_start_timeout_s=900", "watchdog.timeout_s=1800",
+                            "watchdog.startup_timeout_s=3600")
 HELDOUT_LAUNCH_ENV = {"RAY_gcs_rpc_server_reconnect_timeout_s": "900"}
 
 
@@ -152,7 +154,7 @@ def run_heldout(config: StudyConfig, out: str, warm: dict, args, log, started: f
                 log(f"FAILED: {err}")
                 failures.append(str(err))
                 continue
-        failures += H.evaluate_run(directory, out, plan, eval_env, log=log)
+        failures += H.evaluate_run(directory, out, plan, eval_env, log=log, timeout_s=args.run_timeout)
     pending = [f"{m} seed {s}" for m, s in H.run_matrix(plan) if not H.evaluated(run_dir(out, m, s), plan)]
     if failures:
         log("failures:\n  " + "\n  ".join(failures))
