@@ -114,7 +114,7 @@ def header(config: StudyConfig, warm: dict, out: str) -> str:
 #: watchdog (verl_dgpo/startup/watchdog.py; the preset's 60 s per stage, 600 s start-up) 30 and 60 minutes.
 HELDOUT_LAUNCH_OVERRIDES = ("local_cpu.ray_start_timeout_s=900", "watchdog.timeout_s=1800",
                             "watchdog.startup_timeout_s=3600")
-HELDOUT_LAUNCH_ENV = {"RAY_gcs_rpc_server_reconnect_timeout_s": "900"}
+HELDOUT_LAUNCH_ENV = {"RAY_gcs_rpc_server_reconnect_timeout_s": "900", "RAY_raylet_start_wait_time_s": "900"}
 
 
 def run_heldout(config: StudyConfig, out: str, warm: dict, args, log, started: float) -> int:
