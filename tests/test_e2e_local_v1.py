@@ -82,7 +82,7 @@ def training_steps(run):
 def test_v1_run_trains_every_step_through_verls_v1_trainer(learning):
     steps = training_steps(learning)
     assert sorted(steps) == list(range(1, LEARNING_STEPS + 1))
-    assert "training (verl's v1 trainer)" in learning["stdout"]
+    assert "training (verl's v1 trainer, " in learning["stdout"]
     assert "passed to verl's v1 trainer as 'grpo'" in learning["stdout"]  # the estimator hand-over ran
     for data in steps.values():
         assert math.isfinite(data["actor/pg_loss"]) and math.isfinite(data["actor/grad_norm"])
