@@ -16,7 +16,6 @@ checkpoint. Five launches in all, few steps each; the stalls run under ``watchdo
 """
 
 import os
-import re
 import signal
 import sys
 import time
@@ -24,15 +23,14 @@ import time
 import pytest
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
+from stalled_runs import assert_ended_by_the_watchdog, assert_ended_within, stall_env, wait_for_exit, watchdog_lines
 from verl_dgpo.verl_glue import checkpoints
 
 pytestmark = pytest.mark.slow
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 STALL_LIMIT = 30  # s: watchdog.timeout_s of the stalled runs
 MARGIN = 15  # s: the watchdog looks once a second; the step line shows up to ~1 s after the stage starts
 PRESET_LIMIT = 60  # local_cpu.yaml's watchdog.timeout_s
-LINE = re.compile(r"^verl-dgpo: watchdog: .*$", re.M)
 
 
 def launch(out, *overrides, stall=None, v1=False):
@@ -41,43 +39,8 @@ def launch(out, *overrides, stall=None, v1=False):
            "local_cpu.task.val_size=16", f"trainer.use_v1={str(v1).lower()}", *overrides]  # fmt: skip
     env = launches.user_env()
     if stall:
-        env["PYTHONPATH"] = FIXTURES + os.pathsep + env["PYTHONPATH"]
-        env["VERL_USE_EXTERNAL_MODULES"] = "stall_stage"
-        env["VERL_DGPO_TEST_STALL"] = stall
+        env = stall_env(env, stall)
     return launches.start(cmd, out, os.path.join(out, f"launch-{time.time_ns()}.log"), env)
-
-
-def wait_for_exit(proc, timeout=400, on_line=None):
-    """Wait for the launch to end: {"rc", "text", "ended", "step1_at"} (times: time.time()). ``on_line(proc)``
-    runs once, when the driver prints its step-1 progress line."""
-    result = {"step1_at": None}
-    deadline = time.time() + timeout
-    while proc.poll() is None:
-        if time.time() > deadline:
-            launches.kill_tree(proc)
-            pytest.fail(f"run did not end within {timeout} s:\n{launches.output(proc)[-4000:]}")
-        if result["step1_at"] is None and "[dgpo-local] step 1/" in launches.output(proc):
-            result["step1_at"] = time.time()
-            if on_line is not None:
-                on_line(proc)
-        time.sleep(0.1)
-    result.update(rc=proc.returncode, text=launches.output(proc), ended=time.time(), wall=time.time() - proc.started)
-    result["left"] = left_behind(proc)
-    return result
-
-
-def left_behind(proc, grace=10.0) -> list:
-    """The run's processes still alive ``grace`` s after its driver ended (zombies not counted)."""
-    deadline = time.time() + grace
-    while True:
-        family = launches.marked(proc.token)
-        if not family or time.time() > deadline:
-            return [(p.pid, p.name()) for p in family]
-        time.sleep(0.2)
-
-
-def watchdog_lines(text) -> list:
-    return LINE.findall(text)
 
 
 def ckpt_dir(out):
@@ -100,24 +63,11 @@ def v0_chain(tmp_path_factory):
     return runs
 
 
-def assert_ended_by_the_watchdog(run, *words):
-    lines = watchdog_lines(run["text"])
-    assert run["rc"] == 3, run["text"][-4000:]
-    assert len(lines) == 1 and lines[0] == run["text"].rstrip().splitlines()[-1], run["text"][-4000:]
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert "Traceback" not in run["text"], run["text"][-4000:]
-    assert run["left"] == [], f"processes of the run left behind: {run['left']}"
-    return lines[0]
-
-
 def test_a_stalled_rollout_ends_within_the_limit_naming_the_stage_and_step(v0_chain):
     run = v0_chain["rollout"]
-    line = assert_ended_by_the_watchdog(run, "the rollout (generation) stage", "of training step 2",
-                                        f"watchdog.timeout_s={STALL_LIMIT}", "Last complete checkpoint: step 1")  # fmt: skip
-    # step 2's rollout starts as step 1's line is printed: the run ends a limit later, plus the margin
-    since_step1 = run["ended"] - run["step1_at"]
-    assert STALL_LIMIT - 1 <= since_step1 <= STALL_LIMIT + MARGIN, (since_step1, line)
+    assert_ended_by_the_watchdog(run, "the rollout (generation) stage", "of training step 2",
+                                 f"watchdog.timeout_s={STALL_LIMIT}", "Last complete checkpoint: step 1")  # fmt: skip
+    assert_ended_within(run, STALL_LIMIT, MARGIN)
     assert v0_chain["latest_after_rollout_stall"].step == 1
 
 
