@@ -25,16 +25,17 @@ def stall_env(env: dict, where: str) -> dict:
             "VERL_USE_EXTERNAL_MODULES": "stall_stage", "VERL_DGPO_TEST_STALL": where}  # fmt: skip
 
 
-def wait_for_exit(proc, timeout=400, on_line=None) -> dict:
-    """Wait for the launch to end: {"rc", "text", "ended", "step1_at", "wall", "left"} (times: time.time()).
-    ``on_line(proc)`` runs once, when the driver prints its step-1 progress line."""
+def wait_for_exit(proc, timeout=400, on_line=None, step_line=STEP_ONE) -> dict:
+    """Wait for the launch to end: {"rc", "text", "ended", "step1_at", "wall", "left"} (times: time.time();
+    ``step1_at``: when the driver printed ``step_line``, its step-1 progress line unless said otherwise).
+    ``on_line(proc)`` runs once, at that moment."""
     result = {"step1_at": None}
     deadline = time.time() + timeout
     while proc.poll() is None:
         if time.time() > deadline:
             launches.kill_tree(proc)
             pytest.fail(f"run did not end within {timeout} s:\n{launches.output(proc)[-4000:]}")
-        if result["step1_at"] is None and STEP_ONE in launches.output(proc):
+        if result["step1_at"] is None and step_line in launches.output(proc):
             result["step1_at"] = time.time()
             if on_line is not None:
                 on_line(proc)
@@ -72,8 +73,8 @@ def assert_ended_by_the_watchdog(run, *words) -> str:
 
 
 def assert_ended_within(run, limit, margin) -> float:
-    """The run ended ``limit`` s (the watchdog's) after step 1's progress line, give or take ``margin`` s: the
-    stalled stage of step 2 starts as that line is printed. Returns the seconds it took."""
+    """The run ended ``limit`` s (the watchdog's) after its step line (:func:`wait_for_exit`), give or take
+    ``margin`` s: the stalled stage of the next step starts as that line is printed. Returns the seconds."""
     assert run["step1_at"] is not None, run["text"][-4000:]
     since_step1 = run["ended"] - run["step1_at"]
     assert limit - 1 <= since_step1 <= limit + margin, since_step1
