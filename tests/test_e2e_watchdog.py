@@ -1,22 +1,14 @@
-"""The progress watchdog on real local runs (``python -m verl_dgpo.main --config-name local_cpu``): a run
-whose stage stops making progress, or whose Ray worker is killed, ends with one line and exit status 3,
-leaves no process behind, and ``trainer.resume_mode=auto`` continues from its last complete checkpoint.
+"""The progress watchdog on a real local run (``python -m verl_dgpo.main --config-name local_cpu``) whose Ray
+worker is killed: the run ends at once, long before any limit, with one line naming the dead worker and exit
+status 3, and leaves no process behind.
 
-A stage is stalled by freezing (SIGSTOP) the real process doing it, from inside that process
-(tests/fixtures/stall_stage.py, named in ``VERL_USE_EXTERNAL_MODULES``): the ``hf`` rollout server at step
-2's first request, the training worker in its actor update, or after writing its files of the step-2
-checkpoint. Five launches in all, few steps each; the stalls run under ``watchdog.timeout_s=STALL_LIMIT``
-(set on the command line, as a user would), shorter than the preset's 60 s to keep the slow tier short:
-
-- ``v0_chain`` (one folder, v0 trainer, 3 steps, a checkpoint every step): the rollout stalls at step 2;
-  the resumed run stalls in the step-2 checkpoint save; the run resumed again finishes from step 2;
-- ``v1_actor_stall``: verl's v1 trainer, the actor update of step 1 stalls;
-- ``v1_killed_worker``: verl's v1 trainer at the preset's own limits, the training worker (``WorkerDict``)
-  gets SIGKILL after step 1: the run ends long before any limit.
+One launch: verl's v1 trainer at the preset's own limits; the training worker (``WorkerDict``) gets SIGKILL
+after step 1. Where a stage stops making progress instead: the rollout (HF server), the actor update and the
+checkpoint save of a v0 run that then resumes to the uninterrupted run's metrics, tests/test_e2e_local_resume.py;
+verl's vLLM rollout on the v1 trainer, which then resumes to its last step, tests/test_recipes_toy.py.
 """
 
 import os
-import re
 import signal
 import sys
 import time
@@ -24,126 +16,18 @@ import time
 import pytest
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
-from verl_dgpo.verl_glue import checkpoints
+from stalled_runs import assert_ended_by_the_watchdog, wait_for_exit
 
 pytestmark = pytest.mark.slow
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
-STALL_LIMIT = 30  # s: watchdog.timeout_s of the stalled runs
-MARGIN = 15  # s: the watchdog looks once a second; the step line shows up to ~1 s after the stage starts
 PRESET_LIMIT = 60  # local_cpu.yaml's watchdog.timeout_s
-LINE = re.compile(r"^verl-dgpo: watchdog: .*$", re.M)
 
 
-def launch(out, *overrides, stall=None, v1=False):
+def launch(out, *overrides, v1=False):
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, "-m", "verl_dgpo.main", "--config-name", "local_cpu", f"local_cpu.output_dir={out}",
            "local_cpu.task.val_size=16", f"trainer.use_v1={str(v1).lower()}", *overrides]  # fmt: skip
-    env = launches.user_env()
-    if stall:
-        env["PYTHONPATH"] = FIXTURES + os.pathsep + env["PYTHONPATH"]
-        env["VERL_USE_EXTERNAL_MODULES"] = "stall_stage"
-        env["VERL_DGPO_TEST_STALL"] = stall
-    return launches.start(cmd, out, os.path.join(out, f"launch-{time.time_ns()}.log"), env)
-
-
-def wait_for_exit(proc, timeout=400, on_line=None):
-    """Wait for the launch to end: {"rc", "text", "ended", "step1_at"} (times: time.time()). ``on_line(proc)``
-    runs once, when the driver prints its step-1 progress line."""
-    result = {"step1_at": None}
-    deadline = time.time() + timeout
-    while proc.poll() is None:
-        if time.time() > deadline:
-            launches.kill_tree(proc)
-            pytest.fail(f"run did not end within {timeout} s:\n{launches.output(proc)[-4000:]}")
-        if result["step1_at"] is None and "[dgpo-local] step 1/" in launches.output(proc):
-            result["step1_at"] = time.time()
-            if on_line is not None:
-                on_line(proc)
-        time.sleep(0.1)
-    result.update(rc=proc.returncode, text=launches.output(proc), ended=time.time(), wall=time.time() - proc.started)
-    result["left"] = left_behind(proc)
-    return result
-
-
-def left_behind(proc, grace=10.0) -> list:
-    """The run's processes still alive ``grace`` s after its driver ended (zombies not counted)."""
-    deadline = time.time() + grace
-    while True:
-        family = launches.marked(proc.token)
-        if not family or time.time() > deadline:
-            return [(p.pid, p.name()) for p in family]
-        time.sleep(0.2)
-
-
-def watchdog_lines(text) -> list:
-    return LINE.findall(text)
-
-
-def ckpt_dir(out):
-    return os.path.join(out, "checkpoints", "dgpo")
-
-
-@pytest.fixture(scope="module")
-def v0_chain(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("watchdog-v0"))
-    common = ["trainer.total_training_steps=3", "trainer.save_freq=1", f"watchdog.timeout_s={STALL_LIMIT}"]
-    runs = {"out": out}
-    runs["rollout"] = wait_for_exit(launch(out, *common, stall="rollout@2"))
-    runs["latest_after_rollout_stall"] = checkpoints.latest_complete(ckpt_dir(out))
-    runs["save"] = wait_for_exit(launch(out, *common, "trainer.resume_mode=auto", stall="save_checkpoint@2"))
-    step2 = os.path.join(ckpt_dir(out), "global_step_2")
-    runs["step2_after_save_stall"] = checkpoints.folder_state(step2)
-    runs["step2_actor_files"] = sorted(os.listdir(os.path.join(step2, "actor"))) if os.path.isdir(step2) else []
-    runs["tracker_after_save_stall"] = checkpoints.tracker_step(ckpt_dir(out))
-    runs["resumed"] = wait_for_exit(launch(out, *common, "trainer.resume_mode=auto"))
-    return runs
-
-
-def assert_ended_by_the_watchdog(run, *words):
-    lines = watchdog_lines(run["text"])
-    assert run["rc"] == 3, run["text"][-4000:]
-    assert len(lines) == 1 and lines[0] == run["text"].rstrip().splitlines()[-1], run["text"][-4000:]
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert "Traceback" not in run["text"], run["text"][-4000:]
-    assert run["left"] == [], f"processes of the run left behind: {run['left']}"
-    return lines[0]
-
-
-def test_a_stalled_rollout_ends_within_the_limit_naming_the_stage_and_step(v0_chain):
-    run = v0_chain["rollout"]
-    line = assert_ended_by_the_watchdog(run, "the rollout (generation) stage", "of training step 2",
-                                        f"watchdog.timeout_s={STALL_LIMIT}", "Last complete checkpoint: step 1")  # fmt: skip
-    # step 2's rollout starts as step 1's line is printed: the run ends a limit later, plus the margin
-    since_step1 = run["ended"] - run["step1_at"]
-    assert STALL_LIMIT - 1 <= since_step1 <= STALL_LIMIT + MARGIN, (since_step1, line)
-    assert v0_chain["latest_after_rollout_stall"].step == 1
-
-
-def test_a_stalled_checkpoint_save_is_named_and_its_checkpoint_never_looks_complete(v0_chain):
-    run = v0_chain["save"]
-    assert "resuming from checkpoint step 1" in run["text"], run["text"][-3000:]
-    assert_ended_by_the_watchdog(run, "the checkpoint save stage", "of training step 2")
-    # the worker froze after writing its files of step 2: the weights are there, verl's data.pt is not
-    assert "model_world_size_1_rank_0.pt" in v0_chain["step2_actor_files"], v0_chain["step2_actor_files"]
-    assert v0_chain["step2_after_save_stall"] == (False, False)
-    assert v0_chain["tracker_after_save_stall"] == 1
-
-
-def test_resume_mode_auto_continues_from_the_last_complete_checkpoint_and_finishes(v0_chain):
-    run = v0_chain["resumed"]
-    assert run["rc"] == 0, run["text"][-4000:]
-    assert "resuming from checkpoint step 1" in run["text"]
-    assert "finished: 2 training steps (2..3)" in run["text"], run["text"][-2000:]
-    assert watchdog_lines(run["text"]) == []
-    assert checkpoints.latest_complete(ckpt_dir(v0_chain["out"])).step == 3
-
-
-def test_a_stalled_actor_update_under_verls_v1_trainer_is_named(tmp_path):
-    run = wait_for_exit(launch(str(tmp_path), "trainer.total_training_steps=1", f"watchdog.timeout_s={STALL_LIMIT}",
-                               stall="update_actor@1", v1=True))  # fmt: skip
-    assert_ended_by_the_watchdog(run, "the actor update stage", "of training step 1")
+    return launches.start(cmd, out, os.path.join(out, f"launch-{time.time_ns()}.log"), launches.user_env())
 
 
 def test_a_killed_worker_ends_the_run_at_once_naming_it(tmp_path):

@@ -4,9 +4,12 @@ The methods' runs form two groups (``xdist_group``), each with its own ``TOY_DIR
 assets there: the warm-started tiny model, the fixture data prepared by ``scripts/prepare_data.py``), so
 that the slow tier's two workers can run both groups at once. GPPO's recipe runs in its 14B shape, on two
 nodes (tests/test_recipes_two_nodes.py, with the same checks, from tests/toy_runs.py). Four methods run one
-step each here; DGPO runs two, is killed (SIGKILL, the driver and every process of its run) once its step-1
-checkpoint is complete, in the middle of step 2, and is started again with the same command, which resumes by the recipe's own setting (verl's
-``trainer.resume_mode=auto``).
+step each here; DGPO runs two: its rollout server stops answering once step 1's weights reach it (frozen by
+tests/fixtures/stall_stage.py), so the progress watchdog (``watchdog.timeout_s`` on the command line) ends the
+run in step 2, after its step-1 checkpoint, killing every process of it; the recipe's own command then
+resumes it by the recipe's own setting (verl's ``trainer.resume_mode=auto``) and finishes step 2. (A run killed
+from outside, SIGKILL of the driver and every process mid-checkpoint, and its resume to the uninterrupted
+run's metrics: tests/test_e2e_local_resume.py.)
 What is checked, per run: the v1 trainer ran (its replay-buffer metrics), ``val-core/.../pass@k`` was
 logged before training and after the last step, the last step's checkpoint is complete, step 1's
 reward is above 0 (the warm start answers in ``\\boxed{}``, so the gradient is not 0); and, for the
@@ -33,6 +36,7 @@ import re
 import pytest
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
+import stalled_runs  # tests/stalled_runs.py
 from toy_runs import (PASS_AT, check_rollout_engine, check_step_one_reward, check_trained_through_v1, ckpt_dir,
                       run_metrics, start)  # fmt: skip
 from verl_dgpo.local import vllm_cpu
@@ -93,19 +97,27 @@ def one_step_runs(toy_dir, toy_cache):
     return get
 
 
+#: DGPO's first launch: ``watchdog.timeout_s`` on the recipe's command line (as a user would; the recipes' default
+#: is an hour), and how long after step 1's progress line the watchdog may end it (it looks once a second; step
+#: 2's rollout starts as that line is printed, after the weight sync that freezes the server).
+STALL_LIMIT = 30
+MARGIN = 20
+
+
 @pytest.fixture(scope="module")
 def dgpo_runs(toy_dir, toy_cache):
-    """DGPO: killed once its step-1 checkpoint is complete (step 2 under way), then the same command again."""
+    """DGPO: its rollout server stops answering once step 1's weights reach it (tests/fixtures/stall_stage.py
+    freezes it), so the watchdog ends the run in step 2's rollout, after its step-1 checkpoint; then the
+    recipe's own command again, which resumes by the recipe's setting."""
     folder = toy_dir("dgpo")
-    proc = start(folder, "dgpo", 2, "dgpo-killed.log", toy_cache, rollout=engine("dgpo"))
-    # verl saves step 1's checkpoint, then logs its metrics, then starts step 2: wait for both
-    launches.kill_when(lambda: checkpoints.tracker_step(ckpt_dir(folder, "dgpo")) == 1
-                       and 1 in run_metrics(folder, proc.started), proc, poll=0.2)  # fmt: skip
-    killed = {"metrics": run_metrics(folder, proc.started), "tracker": checkpoints.tracker_step(ckpt_dir(folder, "dgpo")),
-              "log": open(os.path.join(folder, "dgpo-killed.log")).read()}  # fmt: skip
+    proc = start(folder, "dgpo", 2, "dgpo-stalled.log", toy_cache, hydra=[f"watchdog.timeout_s={STALL_LIMIT}"],
+                 rollout=engine("dgpo"), stall="rollout@2")  # fmt: skip
+    stalled = stalled_runs.wait_for_exit(proc, timeout=600)
+    stalled.update(metrics=run_metrics(folder, proc.started), tracker=checkpoints.tracker_step(ckpt_dir(folder, "dgpo")),
+                   log=stalled["text"])  # fmt: skip
     proc = start(folder, "dgpo", 2, "dgpo-resumed.log", toy_cache, rollout=engine("dgpo"))
     log = finish(proc)
-    return {"dir": folder, "log": log, "metrics": run_metrics(folder, proc.started), "steps": 2, "killed": killed,
+    return {"dir": folder, "log": log, "metrics": run_metrics(folder, proc.started), "steps": 2, "stalled": stalled,
             "started": proc.started}  # fmt: skip
 
 
@@ -120,7 +132,7 @@ def test_recipe_trains_through_v1_validates_before_and_after_and_checkpoints(toy
     method, run = toy_run
     check_trained_through_v1(method, run, resumed=method == "dgpo")
     if method == "dgpo":
-        assert all(f"val-core/aime24/acc/{k}" in run["killed"]["metrics"][0] for k in PASS_AT)
+        assert all(f"val-core/aime24/acc/{k}" in run["stalled"]["metrics"][0] for k in PASS_AT)
 
 
 @pytest.mark.parametrize("toy_run", [in_group(m) for m in GROUP], indirect=True)
@@ -131,20 +143,31 @@ def test_recipe_generates_with_its_engine_as_the_run_itself_shows(toy_run):
     if os.environ.get("CI") and method in VLLM_METHODS:
         assert vllm_cpu.engine_available(), "CI installs a CPU vLLM (scripts/install_vllm_cpu.sh): none is found"
     if method == "dgpo":
-        check_rollout_engine(run["killed"]["log"], engine(method), finished=False)  # killed: no closing summary
+        check_rollout_engine(run["stalled"]["log"], engine(method), finished=False)  # ended early: no closing summary
     check_rollout_engine(run["log"], engine(method))
 
 
 @pytest.mark.parametrize("toy_run", [in_group(m) for m in GROUP], indirect=True)
 def test_step_one_reward_is_above_zero(toy_run):
     method, run = toy_run
-    check_step_one_reward(method, (run["killed"] if method == "dgpo" else run)["metrics"])
+    check_step_one_reward(method, (run["stalled"] if method == "dgpo" else run)["metrics"])
 
 
 @pytest.mark.xdist_group(GROUP["dgpo"])
-def test_killed_run_resumes_by_the_recipes_setting_and_ends_at_the_same_step(dgpo_runs):
-    toy_dir, killed, resumed = dgpo_runs["dir"], dgpo_runs["killed"], dgpo_runs["metrics"]
-    assert killed["tracker"] == 1 and 1 in killed["metrics"] and 2 not in killed["metrics"]
+def test_a_stalled_rollout_of_the_recipes_engine_ends_the_run_with_one_line_naming_it(dgpo_runs):
+    """The watchdog on the recipe's own engine (verl's vLLM rollout where a CPU vLLM is installed): exit status
+    3, one line naming the stage and step, no process of the run left behind, within the limit."""
+    run = dgpo_runs["stalled"]
+    line = stalled_runs.assert_ended_by_the_watchdog(run, "the rollout (generation) stage", "of training step 2",
+                                                     f"watchdog.timeout_s={STALL_LIMIT}", "Last complete checkpoint: step 1")  # fmt: skip
+    print(f"{engine('dgpo')} rollout stalled: the run ended {stalled_runs.assert_ended_within(run, STALL_LIMIT, MARGIN):.1f} s"
+          f" after step 1's line: {line}")  # fmt: skip
+
+
+@pytest.mark.xdist_group(GROUP["dgpo"])
+def test_the_run_the_watchdog_ended_resumes_by_the_recipes_setting_and_ends_at_the_same_step(dgpo_runs):
+    toy_dir, stalled, resumed = dgpo_runs["dir"], dgpo_runs["stalled"], dgpo_runs["metrics"]
+    assert stalled["tracker"] == 1 and 1 in stalled["metrics"] and 2 not in stalled["metrics"]
     trained = sorted(s for s, m in resumed.items() if "timing_s/step" in m)
     assert "val-core/aime24/acc/pass@4" in resumed[1]  # val_before_train, at the step it resumed from
     assert trained == [2], trained  # step 1 came from the checkpoint, not from training it again

@@ -156,7 +156,8 @@ def test_the_entry_point_refuses_a_mismatched_resume_before_ray_with_exit_2(tmp_
 
 
 def test_the_readme_examples_in_order_in_one_folder_never_continue_another_methods_run(tmp_path):
-    """README's set-up examples, each started in the same folder; a run's checkpoints are put where verl would."""
+    """The set-up examples of verl_dgpo/local/README.md, each started in the same folder; a run's checkpoints
+    are put where verl would."""
     # 1. the default run: 30 steps, checkpoints every 10 (verl's max_actor_ckpt_to_keep=2 strips step 10)
     cfg, step, _ = start(tmp_path)
     assert step is None

@@ -208,6 +208,36 @@ def test_a_partial_study_says_so_and_gives_no_early_verdict(tmp_path):
     assert check_report(study) == "cannot tell: too few seeds"
 
 
+def test_a_run_whose_training_failed_twice_is_named_missing_and_the_study_completes_without_it(tmp_path):
+    """preregistration.md: "If a run fails twice, it is named as missing and the verdict uses the seeds with both
+    methods"; amendments.md: an attempt that logged no training step (ended by the machine) is not a failure."""
+    study, config = make_study(tmp_path, CASES["holds"], evaluate_seeds=set(SEEDS) - {17})
+    H.record_failure(study, "dgpo", 17, "ended by the machine before its first step", 0)
+    H.record_failure(study, "dgpo", 17, "ended by the machine before its first step", 0)
+    assert not H.missing(study, "dgpo", 17)  # two attempts, neither a failure of the training
+    H.record_failure(study, "grpo", 17, "non-finite loss", 12)
+    assert not H.missing(study, "grpo", 17)  # once is not twice
+    H.record_failure(study, "dgpo", 17, "non-finite loss", 40)
+    H.record_failure(study, "grpo", 17, "the watchdog ended step 31", 30)
+    H.record_failure(study, "dgpo", 17, "non-finite loss", 3)
+    assert H.missing(study, "grpo", 17) and H.missing(study, "dgpo", 17) and not H.missing(study, "grpo", 16)
+    build(study, config)
+    text = open(os.path.join(study, "report.md")).read()
+    assert "(complete)." in text and "**Partial study**" not in text
+    assert f"Missing, their training failed twice (preregistration.md; the failures: [{H.FAILURES_FILE}]" in text
+    assert "grpo seed 17, dgpo seed 17." in text
+    assert check_report(study) == "holds"  # the rule read on the seven seeds with both methods
+
+
+def test_a_partial_study_with_one_failure_is_still_partial(tmp_path):
+    study, config = make_study(tmp_path, CASES["holds"], evaluate_seeds=set(SEEDS) - {17})
+    H.record_failure(study, "grpo", 17, "non-finite loss", 12)
+    build(study, config)
+    text = open(os.path.join(study, "report.md")).read()
+    assert "**Partial study** — not yet trained and evaluated: grpo seed 17, dgpo seed 17." in text
+    assert "(complete)." not in text and "Missing, their training failed twice" not in text
+
+
 def test_report_rebuilds_byte_for_byte(tmp_path):
     study, config = make_study(tmp_path, CASES["holds"])
     build(study, config, figures_too=True)

@@ -7,17 +7,21 @@ import os
 import re
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
+import stalled_runs  # tests/stalled_runs.py
 from verl_dgpo.verl_glue import checkpoints
 
 PASS_AT = ("pass@1", "pass@2", "pass@4")  # VAL_N=4 under TOY=1
 
 
-def start(toy_dir, method, steps, log_name, toy_cache, size="1.5b", hydra=(), rollout="hf", **env):
+def start(toy_dir, method, steps, log_name, toy_cache, size="1.5b", hydra=(), rollout="hf", stall=None, **env):
     """``TOY=1 bash recipes/run_<method>_<size>.sh [hydra]`` in ``toy_dir`` for ``steps`` steps (more variables in
     ``env``), its warm-started model from the session's cache ``toy_cache`` (tests/conftest.py: built once per session),
-    generating with ``rollout`` (``TOY_ROLLOUT``: ``hf``, the CPU preset's server, or ``vllm``, the recipe's own)."""
+    generating with ``rollout`` (``TOY_ROLLOUT``: ``hf``, the CPU preset's server, or ``vllm``, the recipe's own);
+    ``stall`` (``<stage>@<step>``, tests/stalled_runs.py) freezes that stage of that step."""
     env = launches.user_env(TOY="1", TOY_DIR=toy_dir, TOTAL_TRAINING_STEPS=str(steps), VERL_DGPO_TOY_CACHE=toy_cache,
                             TOY_ROLLOUT=rollout, **env)  # fmt: skip
+    if stall:
+        env = stalled_runs.stall_env(env, stall)
     script = os.path.join(launches.REPO, "recipes", f"run_{method}_{size}.sh")
     return launches.start(["bash", script, *hydra], toy_dir, os.path.join(toy_dir, log_name), env)
 

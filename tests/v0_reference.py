@@ -15,6 +15,7 @@ import sys
 import time
 
 import launches  # tests/launches.py (tests/ is on sys.path under pytest)
+import stalled_runs  # tests/stalled_runs.py
 
 STEPS = 4
 ARGUMENTS = [
@@ -28,12 +29,15 @@ ARGUMENTS = [
 ]
 
 
-def start(out, *overrides):
-    """A launch in ``out`` with the reference's arguments (then ``overrides``), its dumps under ``out``."""
+def start(out, *overrides, stall=None):
+    """A launch in ``out`` with the reference's arguments (then ``overrides``), its dumps under ``out``;
+    ``stall`` (``<stage>@<step>``, tests/stalled_runs.py) freezes that stage of that step."""
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, "-m", "verl_dgpo.main", "--config-name", "local_cpu", f"local_cpu.output_dir={out}",
            *ARGUMENTS, f"trainer.rollout_data_dir={os.path.join(out, 'rollouts')}", *overrides]
     env = launches.user_env(VERL_DGPO_ROLLOUT_DUMP_DIR=os.path.join(out, "rollout_weights"))
+    if stall:
+        env = stalled_runs.stall_env(env, stall)
     return launches.start(cmd, out, os.path.join(out, f"launch-{time.time_ns()}.log"), env)
 
 

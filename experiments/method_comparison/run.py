@@ -32,8 +32,8 @@ for path in (EXPERIMENT_DIR, REPO_ROOT):
 
 from comparison_study.configs import CONFIGS, PILOT_DIR, StudyConfig, read_record, write_record  # noqa: E402
 from comparison_study.report import write_report  # noqa: E402
-from comparison_study.runs import (METHODS, RunSpec, StudyError, finished_record, run_dir,  # noqa: E402
-                                   run_one)
+from comparison_study.runs import (METHODS, RunSpec, StudyError, finished_record, metrics_jsonl,  # noqa: E402
+                                   rows_from_jsonl, run_dir, run_one)
 from comparison_study.warm_start import SPEC_FILE, WarmStartError, ensure_warm_start, load_record  # noqa: E402
 
 
@@ -117,6 +117,14 @@ HELDOUT_LAUNCH_OVERRIDES = ("local_cpu.ray_start_timeout_s=900", "watchdog.timeo
 HELDOUT_LAUNCH_ENV = {"RAY_gcs_rpc_server_reconnect_timeout_s": "900", "RAY_raylet_start_wait_time_s": "900"}
 
 
+def steps_logged(directory: str) -> int:
+    """Training steps a failed attempt logged (0 where it ended before its first, or left no metrics file)."""
+    try:
+        return len(rows_from_jsonl(metrics_jsonl(directory)))
+    except (StudyError, OSError, ValueError, KeyError):
+        return 0
+
+
 def run_heldout(config: StudyConfig, out: str, warm: dict, args, log, started: float) -> int:
     """The held-out study: train each run of the matrix in order (at most ``--max-runs`` in this invocation),
     evaluate every saved checkpoint of every trained run, and write the report once all are evaluated.
@@ -144,6 +152,9 @@ def run_heldout(config: StudyConfig, out: str, warm: dict, args, log, started: f
             log(f"{method} seed {seed}: trained earlier but its checkpoints are gone before every evaluation was "
                 "made; it is trained again")
         if finished_record(directory, spec) is None:
+            if H.missing(out, method, seed):
+                log(f"{method} seed {seed}: failed twice, named as missing (preregistration.md; {H.FAILURES_FILE})")
+                continue
             if args.max_runs is not None and trained >= args.max_runs:
                 continue
             trained += 1  # an attempt counts, failed or not: the next turn retries this run before any later one
@@ -153,9 +164,11 @@ def run_heldout(config: StudyConfig, out: str, warm: dict, args, log, started: f
             except StudyError as err:
                 log(f"FAILED: {err}")
                 failures.append(str(err))
+                H.record_failure(out, method, seed, str(err), steps_logged(directory))
                 continue
         failures += H.evaluate_run(directory, out, plan, eval_env, log=log, timeout_s=args.run_timeout)
-    pending = [f"{m} seed {s}" for m, s in H.run_matrix(plan) if not H.evaluated(run_dir(out, m, s), plan)]
+    pending = [f"{m} seed {s}" for m, s in H.run_matrix(plan)
+               if not H.evaluated(run_dir(out, m, s), plan) and not H.missing(out, m, s)]
     if failures:
         log("failures:\n  " + "\n  ".join(failures))
         return 1
@@ -175,7 +188,8 @@ def heldout_report(config: StudyConfig, out: str, warm: dict, log, started: floa
     from comparison_study import heldout as H
     from comparison_study.heldout_report import write_heldout_report
 
-    complete = all(H.evaluated(run_dir(out, m, s), config.heldout) for m, s in H.run_matrix(config.heldout))
+    complete = all(H.evaluated(run_dir(out, m, s), config.heldout) or H.missing(out, m, s)
+                   for m, s in H.run_matrix(config.heldout))
     dest = out if complete else tempfile.mkdtemp(prefix="heldout-preview-")
     if not complete:
         log(f"the study is not complete: a preview of its report goes to {dest}, not into {out}")

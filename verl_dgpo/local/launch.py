@@ -268,6 +268,10 @@ def export_environment(metrics_path: str, threads: int, quiet: bool = True, vllm
         # An empty list makes Ray refuse the logical GPU the preset asks for.
         del os.environ["CUDA_VISIBLE_DEVICES"]
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Ray's raylet starts idle Python workers for the first driver, as many as the logical CPUs the preset
+    # declares (16), a few at a time; verl's actors start workers of their own, so on 2 cores those are CPU
+    # spent for nothing (about 2.6 of a 2-step run's 61 CPU-s: scripts/profile_launch_cpu.py, 2026-12-08).
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
 def available_memory_gib() -> Optional[float]:

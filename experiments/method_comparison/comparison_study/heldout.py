@@ -214,3 +214,31 @@ def drop_unevaluable(directory: str, heldout: dict) -> bool:
         return False
     shutil.rmtree(directory)
     return True
+
+
+#: every failed training attempt of the study, one JSON line each (``run.py`` redoes a run's folder from scratch,
+#: so the record lives beside ``runs/``): ``{"method", "seed", "error", "steps_logged"}``.
+FAILURES_FILE = "failed_attempts.jsonl"
+#: the preregistration: "If a run fails twice, it is named as missing"; amendments.md (2026-12-08): a failure is
+#: one of the training run, so an attempt that logged no training step (ended by the machine first) is not one.
+FAILURES_MAKING_MISSING = 2
+
+
+def record_failure(study_dir: str, method: str, seed: int, error: str, steps_logged: int) -> None:
+    with open(os.path.join(study_dir, FAILURES_FILE), "a") as f:
+        f.write(json.dumps({"method": method, "seed": seed, "error": error, "steps_logged": steps_logged}) + "\n")
+
+
+def training_failures(study_dir: str, method: str, seed: int) -> list[dict]:
+    """The failed attempts of one run that count (amendments.md): those that logged a training step."""
+    path = os.path.join(study_dir, FAILURES_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        attempts = [json.loads(line) for line in f if line.strip()]
+    return [a for a in attempts if a["method"] == method and a["seed"] == seed and a["steps_logged"] > 0]
+
+
+def missing(study_dir: str, method: str, seed: int) -> bool:
+    """The run failed twice: it is named as missing and not started again."""
+    return len(training_failures(study_dir, method, seed)) >= FAILURES_MAKING_MISSING

@@ -210,7 +210,8 @@ def write_heldout_report(out_dir: str, config, warm: dict, figures_too: bool = T
         runs.update(load_runs(out_dir, [method], seeds))
     scalars = training_scalars(runs, config.report)
     evaluated = [(m, s) for m, s in matrix if H.evaluated(os.path.join(out_dir, "runs", m, f"seed{s}"), plan)]
-    complete = len(evaluated) == len(matrix)
+    failed_twice = [(m, s) for m, s in matrix if (m, s) not in evaluated and H.missing(out_dir, m, s)]
+    complete = len(evaluated) + len(failed_twice) == len(matrix)
 
     # ---- the primary comparison
     step, setting, metric = primary["step"], primary["evaluation"], primary["metric"]
@@ -304,8 +305,12 @@ def write_heldout_report(out_dir: str, config, warm: dict, figures_too: bool = T
 
     # ---- the runs
     walls = run_wall_times(out_dir, runs)
-    missing = [f"{m_} seed {s_}" for m_, s_ in matrix if (m_, s_) not in evaluated]
+    missing = [f"{m_} seed {s_}" for m_, s_ in matrix if (m_, s_) not in evaluated and (m_, s_) not in failed_twice]
     lines = [f"Runs: {len(evaluated)}/{len(matrix)} trained and evaluated" + (" (complete)." if complete else ".")]
+    if failed_twice:
+        lines.append("Missing, their training failed twice (preregistration.md; the failures: "
+                     f"[{H.FAILURES_FILE}]({H.FAILURES_FILE})): "
+                     + ", ".join(f"{m_} seed {s_}" for m_, s_ in failed_twice) + ".")
     if missing:
         lines.append(f"**Partial study** — not yet trained and evaluated: {', '.join(missing)}.")
     if walls:
